@@ -1,0 +1,71 @@
+package stagefsm
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrFailureLoop is wrapped by the error [Run] returns when more consecutive
+// loop iterations ended in a routed failure than [WithMaxConsecutiveFailures]
+// allows. The returned error also wraps the failure that was not routed.
+var ErrFailureLoop = errors.New("stagefsm: too many consecutive failures")
+
+// ErrZeroDirective is the cause [Run] routes as a dispatch failure when
+// [HandlerSupervised.DispatchState] returns the zero [Directive] with a nil
+// error.
+var ErrZeroDirective = errors.New("stagefsm: dispatch returned the zero Directive")
+
+// PanicError is a panic recovered where [Run] calls user code. Value is what
+// was passed to panic and Stack the goroutine's stack at the panic.
+//
+// A panic in DispatchState or in an action's Execute is routed through the
+// machine like an error (wrapped in a [*DispatchError] or [*ActionError]); a
+// panic anywhere else ends Run with an error wrapping the PanicError.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+// Error returns "panic: " followed by the panic value. The stack is not
+// included; read Stack for it.
+func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
+
+// Unwrap returns Value when it is an error, so that errors.Is and errors.As
+// see through a panic(err); otherwise nil.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+// DispatchError is a failure of [HandlerSupervised.DispatchState] in State
+// (the state's String method when it has one, else its %v form). [Run]
+// passes it to EventForActionError.
+type DispatchError struct {
+	State string
+	Err   error
+}
+
+func (e *DispatchError) Error() string {
+	return fmt.Sprintf("dispatch in state %s: %v", e.State, e.Err)
+}
+
+// Unwrap returns Err.
+func (e *DispatchError) Unwrap() error { return e.Err }
+
+// ActionError is a failure of the action at Index in the list the machine
+// returned. Action is that action; Skipped holds the actions after it, which
+// were not executed, so the machine can compensate for them. [Run] passes it
+// to EventForActionError, from the state the transition entered.
+type ActionError struct {
+	Index   int
+	Action  any
+	Skipped []any
+	Err     error
+}
+
+func (e *ActionError) Error() string {
+	return fmt.Sprintf("action %d (%v) failed, %d skipped: %v", e.Index, e.Action, len(e.Skipped), e.Err)
+}
+
+// Unwrap returns Err.
+func (e *ActionError) Unwrap() error { return e.Err }
