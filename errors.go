@@ -15,6 +15,14 @@ var ErrFailureLoop = errors.New("stagefsm: too many consecutive failures")
 // error.
 var ErrZeroDirective = errors.New("stagefsm: dispatch returned the zero Directive")
 
+// ErrUnhandledEvent is matched (with [errors.Is]) by the error a [Machine]
+// returns from Handle when the current state has no transition for the
+// event. The machines this module ships (package mealy, the looplab/fsm
+// adapter) return errors that wrap it and name the state and the event;
+// other implementations should do the same so that callers can branch on
+// one notion of "unhandled".
+var ErrUnhandledEvent = errors.New("stagefsm: unhandled event")
+
 // PanicError is a panic recovered where [Run] calls user code. Value is what
 // was passed to panic and Stack the goroutine's stack at the panic.
 //
