@@ -449,7 +449,8 @@ func (s *Stage[S, E]) Wait(ctx context.Context) error {
 // queue is closed (the closure then decides), Stop only waits. If ctx is
 // done first, Stop returns ctx.Err() and the stage keeps running: call
 // [Stage.Abort] to force it. Without a stop event Stop returns
-// [ErrNoStopEvent] at once and sends nothing.
+// [ErrNoStopEvent] at once and sends nothing (and an error wrapping a
+// [*PanicError] if StopEvent panicked when Start called it).
 func (s *Stage[S, E]) Stop(ctx context.Context) error {
 	if s.stopErr != nil {
 		return s.stopErr
