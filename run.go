@@ -45,9 +45,13 @@ import (
 //     done; no failure is routed and no completion is written;
 //   - an error wrapping a [*PanicError] for a panic that cannot be routed (in
 //     Handle, State, a failure action, BuildStateMachine,
-//     EventForActionError or WriteCompletionEvent);
+//     EventForActionError, WriteCompletionEvent, an [Observer] callback, or
+//     the [Controlled] methods);
+//   - under [Start], an error wrapping [ErrControlClosed] when a state that
+//     blocks for control events can never get one (see [ControlBlock]);
 //   - an error wrapping the error of BuildStateMachine, or an error when h is
-//     nil or builds a nil machine.
+//     nil or builds a nil machine, or when [WithObserver] was given other
+//     state and event types than h's.
 //
 // Run calls every method of h, of the machine and of the actions from the
 // calling goroutine, one at a time. Calls to Run with different supervisors
