@@ -369,6 +369,8 @@ func (s *Stage[S, E]) WaitState(ctx context.Context, pred func(S) bool) (S, erro
 // final state: when the stage finishes, the channel delivers its final
 // state (if not already read) and is then closed. It is closed as well when
 // ctx is done; the subscription then ends and its resources are freed.
+// Values are states, not changes: a stage that ends without committing any
+// transition may deliver its state twice.
 func (s *Stage[S, E]) Subscribe(ctx context.Context) <-chan S {
 	sub := &stateSub[S]{ch: make(chan S, 1)}
 	s.mu.Lock()
