@@ -45,13 +45,17 @@ import (
 //     done; no failure is routed and no completion is written;
 //   - an error wrapping a [*PanicError] for a panic that cannot be routed (in
 //     Handle, State, a failure action, BuildStateMachine,
-//     EventForActionError, WriteCompletionEvent, an [Observer] callback, or
-//     the [Controlled] methods);
-//   - under [Start], an error wrapping [ErrControlClosed] when a state that
-//     blocks for control events can never get one (see [ControlBlock]);
+//     EventForActionError or WriteCompletionEvent);
 //   - an error wrapping the error of BuildStateMachine, or an error when h is
-//     nil or builds a nil machine, or when [WithObserver] was given other
-//     state and event types than h's.
+//     nil or builds a nil machine.
+//
+// With an [Observer] or under [Start], Run also returns:
+//   - an error wrapping a [*PanicError] for a panic in an Observer callback
+//     or in a [Controlled] method;
+//   - an error, before anything runs, when [WithObserver] was given other
+//     state and event types than h's;
+//   - under Start, an error wrapping [ErrControlClosed] when a state that
+//     blocks for control events can never get one (see [ControlBlock]).
 //
 // Run calls every method of h, of the machine and of the actions from the
 // calling goroutine, one at a time. Calls to Run with different supervisors
