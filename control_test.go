@@ -20,27 +20,27 @@ import (
 // transition table, per-state control modes, closure mapping and timeouts,
 // and a recorder that logs every call the loop makes, in order.
 
-// rec is the stage context: a log of calls, safe to read while the stage
+// ctlRec is the stage context: a log of calls, safe to read while the stage
 // runs.
-type rec struct {
+type ctlRec struct {
 	mu  sync.Mutex
 	log []string
 }
 
-func (r *rec) add(format string, args ...any) {
+func (r *ctlRec) add(format string, args ...any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.log = append(r.log, fmt.Sprintf(format, args...))
 }
 
-func (r *rec) lines() []string {
+func (r *ctlRec) lines() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.log)
 }
 
 // count returns how many lines equal line.
-func (r *rec) count(line string) int {
+func (r *ctlRec) count(line string) int {
 	n := 0
 	for _, l := range r.lines() {
 		if l == line {
@@ -50,40 +50,40 @@ func (r *rec) count(line string) int {
 	return n
 }
 
-type act struct {
+type ctlAct struct {
 	name string
 	err  error
 }
 
-func (a act) Execute(_ context.Context, r *rec) error {
+func (a ctlAct) Execute(_ context.Context, r *ctlRec) error {
 	r.add("exec %s", a.name)
 	return a.err
 }
 
-type edge struct {
+type ctlEdge struct {
 	to      string
-	actions []act
+	actions []ctlAct
 }
 
-// timeout arms a state timeout: event is fed after the state was entered.
-type timeout struct {
+// ctlTimeout arms a state timeout: event is fed after the state was entered.
+type ctlTimeout struct {
 	after time.Duration
 	event string
 }
 
-type machine struct {
+type ctlMachine struct {
 	state    string
-	edges    map[string]map[string]edge
-	timeouts map[string]timeout
+	edges    map[string]map[string]ctlEdge
+	timeouts map[string]ctlTimeout
 
 	deadline time.Time
 	tevent   string
 	armed    bool
 }
 
-func (m *machine) State() string { return m.state }
+func (m *ctlMachine) State() string { return m.state }
 
-func (m *machine) Handle(_ context.Context, event string, r *rec) ([]act, error) {
+func (m *ctlMachine) Handle(_ context.Context, event string, r *ctlRec) ([]ctlAct, error) {
 	e, ok := m.edges[m.state][event]
 	if !ok {
 		return nil, fmt.Errorf("%w: %s in %s", stagefsm.ErrUnhandledEvent, event, m.state)
@@ -94,7 +94,7 @@ func (m *machine) Handle(_ context.Context, event string, r *rec) ([]act, error)
 	return e.actions, nil
 }
 
-func (m *machine) arm() {
+func (m *ctlMachine) arm() {
 	t, ok := m.timeouts[m.state]
 	m.armed = ok
 	if ok {
@@ -102,65 +102,65 @@ func (m *machine) arm() {
 	}
 }
 
-func (m *machine) Timeout() (time.Time, string, bool) { return m.deadline, m.tevent, m.armed }
+func (m *ctlMachine) Timeout() (time.Time, string, bool) { return m.deadline, m.tevent, m.armed }
 
-type dispatchFunc func(ctx context.Context, state string, r *rec) (stagefsm.Directive[string], error)
+type ctlDispatch func(ctx context.Context, state string, r *ctlRec) (stagefsm.Directive[string], error)
 
-// fake is the supervisor. It implements stagefsm.Controlled; wrap it in
-// bare to hide that, in stopper to add a stop event.
-type fake struct {
-	edges      map[string]map[string]edge
-	timeouts   map[string]timeout
+// ctlFake is the supervisor. It implements stagefsm.Controlled; wrap it in
+// ctlBare to hide that, in ctlStopper to add a stop event.
+type ctlFake struct {
+	edges      map[string]map[string]ctlEdge
+	timeouts   map[string]ctlTimeout
 	modes      map[string]stagefsm.ControlMode // missing: Poll
 	closure    map[string]string               // missing: no event
-	dispatch   dispatchFunc
+	dispatch   ctlDispatch
 	completion error
 	asked      int // ControlClosed calls (read after the stage ended)
 }
 
-func (f *fake) Name() string                     { return "fake" }
-func (f *fake) StageID() stagefsm.StageID        { return "fake-stage" }
-func (f *fake) WriterID() stagefsm.WriterID      { return "fake-writer" }
-func (f *fake) EventForActionError(error) string { return "fail" }
+func (f *ctlFake) Name() string                     { return "fake" }
+func (f *ctlFake) StageID() stagefsm.StageID        { return "fake-stage" }
+func (f *ctlFake) WriterID() stagefsm.WriterID      { return "fake-writer" }
+func (f *ctlFake) EventForActionError(error) string { return "fail" }
 
-func (f *fake) BuildStateMachine(initial string) (stagefsm.Machine[string, string, *rec, act], error) {
-	m := &machine{state: initial, edges: f.edges, timeouts: f.timeouts}
+func (f *ctlFake) BuildStateMachine(initial string) (stagefsm.Machine[string, string, *ctlRec, ctlAct], error) {
+	m := &ctlMachine{state: initial, edges: f.edges, timeouts: f.timeouts}
 	m.arm()
 	return m, nil
 }
 
-func (f *fake) DispatchState(ctx context.Context, state string, r *rec) (stagefsm.Directive[string], error) {
+func (f *ctlFake) DispatchState(ctx context.Context, state string, r *ctlRec) (stagefsm.Directive[string], error) {
 	r.add("dispatch %s", state)
 	return f.dispatch(ctx, state, r)
 }
 
-func (f *fake) WriteCompletionEvent(context.Context) error { return f.completion }
+func (f *ctlFake) WriteCompletionEvent(context.Context) error { return f.completion }
 
-func (f *fake) ControlMode(state string) stagefsm.ControlMode { return f.modes[state] }
+func (f *ctlFake) ControlMode(state string) stagefsm.ControlMode { return f.modes[state] }
 
-func (f *fake) ControlClosed(state string) (string, bool) {
+func (f *ctlFake) ControlClosed(state string) (string, bool) {
 	f.asked++
 	e, ok := f.closure[state]
 	return e, ok
 }
 
-// stopper adds a graceful stop event to a fake.
-type stopper struct {
-	*fake
+// ctlStopper adds a graceful stop event to a fake.
+type ctlStopper struct {
+	*ctlFake
 	event string
 }
 
-func (s stopper) StopEvent() string { return s.event }
+func (s ctlStopper) StopEvent() string { return s.event }
 
-// bare hides every optional interface of the supervisor it wraps.
-type bare struct {
-	stagefsm.HandlerSupervised[string, string, *rec, act]
+// ctlBare hides every optional interface of the supervisor it wraps.
+type ctlBare struct {
+	stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct]
 }
 
-// byState dispatches a fixed directive per state; a state not listed
+// ctlByState dispatches a fixed directive per state; a state not listed
 // terminates.
-func byState(m map[string]stagefsm.Directive[string]) dispatchFunc {
-	return func(_ context.Context, s string, _ *rec) (stagefsm.Directive[string], error) {
+func ctlByState(m map[string]stagefsm.Directive[string]) ctlDispatch {
+	return func(_ context.Context, s string, _ *ctlRec) (stagefsm.Directive[string], error) {
 		if d, ok := m[s]; ok {
 			return d, nil
 		}
@@ -168,27 +168,27 @@ func byState(m map[string]stagefsm.Directive[string]) dispatchFunc {
 	}
 }
 
-var idle = stagefsm.Idle[string]()
+var ctlIdle = stagefsm.Idle[string]()
 
-func to(state string, actions ...act) edge { return edge{to: state, actions: actions} }
+func ctlTo(state string, actions ...ctlAct) ctlEdge { return ctlEdge{to: state, actions: actions} }
 
-// gated is the common shape: a Block gate, a polling stage that idles, a
+// ctlGated is the common shape: a Block gate, a polling stage that idles, a
 // drain that ends in a terminal state which ignores control events.
-func gated() *fake {
-	return &fake{
-		edges: map[string]map[string]edge{
-			"gate":     {"open": to("running"), "abandon": to("done")},
-			"running":  {"drain": to("draining", act{name: "flush"}), "ping": to("running")},
-			"draining": {"drained": to("done", act{name: "cleanup"})},
+func ctlGated() *ctlFake {
+	return &ctlFake{
+		edges: map[string]map[string]ctlEdge{
+			"gate":     {"open": ctlTo("running"), "abandon": ctlTo("done")},
+			"running":  {"drain": ctlTo("draining", ctlAct{name: "flush"}), "ping": ctlTo("running")},
+			"draining": {"drained": ctlTo("done", ctlAct{name: "cleanup"})},
 		},
 		modes:    map[string]stagefsm.ControlMode{"gate": stagefsm.ControlBlock, "done": stagefsm.ControlIgnore},
-		dispatch: byState(map[string]stagefsm.Directive[string]{"running": idle, "draining": stagefsm.Transition("drained")}),
+		dispatch: ctlByState(map[string]stagefsm.Directive[string]{"running": ctlIdle, "draining": stagefsm.Transition("drained")}),
 	}
 }
 
-// finish aborts the stage (if still running) and waits for it, so that no
+// ctlFinish aborts the stage (if still running) and waits for it, so that no
 // goroutine outlives the test or its bubble.
-func finish[S, E any](t *testing.T, st *stagefsm.Stage[S, E]) {
+func ctlFinish[S, E any](t *testing.T, st *stagefsm.Stage[S, E]) {
 	t.Helper()
 	st.Abort()
 	<-st.Done()
@@ -196,9 +196,9 @@ func finish[S, E any](t *testing.T, st *stagefsm.Stage[S, E]) {
 
 func TestBlockTakesEventWithZeroDispatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := &rec{}
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](gated()), "gate", r)
-		defer finish(t, st)
+		r := &ctlRec{}
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlGated()), "gate", r)
+		defer ctlFinish(t, st)
 
 		time.Sleep(time.Hour)
 		synctest.Wait()
@@ -215,20 +215,20 @@ func TestBlockTakesEventWithZeroDispatch(t *testing.T) {
 
 func TestPollTakesOneEventPerIterationFIFOAheadOfDispatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &fake{
-			edges: map[string]map[string]edge{
-				"gate": {"open": to("p")},
-				"p":    {"a": to("q"), "b": to("q"), "c": to("q"), "end": to("done")},
-				"q":    {"back": to("p")},
+		f := &ctlFake{
+			edges: map[string]map[string]ctlEdge{
+				"gate": {"open": ctlTo("p")},
+				"p":    {"a": ctlTo("q"), "b": ctlTo("q"), "c": ctlTo("q"), "end": ctlTo("done")},
+				"q":    {"back": ctlTo("p")},
 			},
 			// q ignores control events: whatever is still queued when q is
 			// entered shows that p took only one per iteration.
 			modes:    map[string]stagefsm.ControlMode{"gate": stagefsm.ControlBlock, "q": stagefsm.ControlIgnore},
-			dispatch: byState(map[string]stagefsm.Directive[string]{"p": stagefsm.Transition("end"), "q": stagefsm.Transition("back")}),
+			dispatch: ctlByState(map[string]stagefsm.Directive[string]{"p": stagefsm.Transition("end"), "q": stagefsm.Transition("back")}),
 		}
-		r := &rec{}
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "gate", r)
-		defer finish(t, st)
+		r := &ctlRec{}
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "gate", r)
+		defer ctlFinish(t, st)
 		for _, e := range []string{"open", "a", "b", "c"} {
 			require.NoError(t, st.TrySend(e))
 		}
@@ -246,12 +246,12 @@ func TestPollTakesOneEventPerIterationFIFOAheadOfDispatch(t *testing.T) {
 
 func TestIgnoreLeavesEventsQueued(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := gated()
+		f := ctlGated()
 		f.modes["running"] = stagefsm.ControlIgnore
-		r := &rec{}
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "running", r,
+		r := &ctlRec{}
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "running", r,
 			stagefsm.WithControlCapacity(2))
-		defer finish(t, st)
+		defer ctlFinish(t, st)
 
 		require.NoError(t, st.TrySend("ping"))
 		require.NoError(t, st.TrySend("drain"))
@@ -267,7 +267,7 @@ func TestIgnoreLeavesEventsQueued(t *testing.T) {
 
 func TestControlEventWakesIdleBackoffAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := &rec{}
+		r := &ctlRec{}
 		var at time.Time
 		obs := stagefsm.WithObserver(stagefsm.Observer[string, string]{
 			OnTransition: func(_ string, e string, _ string, _ int) {
@@ -276,9 +276,9 @@ func TestControlEventWakesIdleBackoffAtOnce(t *testing.T) {
 				}
 			},
 		})
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](gated()), "running", r,
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlGated()), "running", r,
 			stagefsm.WithIdleBackoff(time.Hour, time.Hour), obs)
-		defer finish(t, st)
+		defer ctlFinish(t, st)
 
 		time.Sleep(time.Minute) // the stage is one minute into a one-hour idle wait
 		synctest.Wait()
@@ -295,14 +295,14 @@ func TestControlEventWakesStateTimeoutWait(t *testing.T) {
 	for _, mode := range []stagefsm.ControlMode{stagefsm.ControlBlock, stagefsm.ControlPoll} {
 		t.Run(mode.String(), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				f := gated()
+				f := ctlGated()
 				f.modes["gate"] = mode
-				f.dispatch = byState(map[string]stagefsm.Directive[string]{"gate": idle, "running": stagefsm.Transition("drain"),
+				f.dispatch = ctlByState(map[string]stagefsm.Directive[string]{"gate": ctlIdle, "running": stagefsm.Transition("drain"),
 					"draining": stagefsm.Transition("drained")})
-				f.timeouts = map[string]timeout{"gate": {after: time.Hour, event: "abandon"}}
-				r := &rec{}
+				f.timeouts = map[string]ctlTimeout{"gate": {after: time.Hour, event: "abandon"}}
+				r := &ctlRec{}
 				var opened time.Time
-				st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "gate", r,
+				st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "gate", r,
 					stagefsm.WithIdleBackoff(time.Hour, time.Hour),
 					stagefsm.WithObserver(stagefsm.Observer[string, string]{
 						OnTransition: func(from, _, _ string, _ int) {
@@ -311,7 +311,7 @@ func TestControlEventWakesStateTimeoutWait(t *testing.T) {
 							}
 						},
 					}))
-				defer finish(t, st)
+				defer ctlFinish(t, st)
 
 				time.Sleep(time.Minute)
 				sent := time.Now()
@@ -327,12 +327,12 @@ func TestControlEventWakesStateTimeoutWait(t *testing.T) {
 
 func TestStateTimeoutFiresWhileBlocked(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := gated()
-		f.timeouts = map[string]timeout{"gate": {after: time.Hour, event: "abandon"}}
-		r := &rec{}
+		f := ctlGated()
+		f.timeouts = map[string]ctlTimeout{"gate": {after: time.Hour, event: "abandon"}}
+		r := &ctlRec{}
 		start := time.Now()
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "gate", r)
-		defer finish(t, st)
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "gate", r)
+		defer ctlFinish(t, st)
 
 		require.NoError(t, st.Wait(t.Context()))
 		assert.Equal(t, start.Add(time.Hour), time.Now())
@@ -362,19 +362,19 @@ func TestClosedControl(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				f := gated()
+				f := ctlGated()
 				f.modes["gate"] = tc.mode
-				f.dispatch = byState(map[string]stagefsm.Directive[string]{"gate": idle})
+				f.dispatch = ctlByState(map[string]stagefsm.Directive[string]{"gate": ctlIdle})
 				if tc.mapping {
 					f.closure = map[string]string{"gate": "abandon"}
 				}
 				if tc.timeout {
-					f.timeouts = map[string]timeout{"gate": {after: time.Second, event: "abandon"}}
+					f.timeouts = map[string]ctlTimeout{"gate": {after: time.Second, event: "abandon"}}
 				}
-				r := &rec{}
+				r := &ctlRec{}
 				start := time.Now()
-				st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "gate", r)
-				defer finish(t, st)
+				st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "gate", r)
+				defer ctlFinish(t, st)
 				st.CloseControl()
 				st.CloseControl() // idempotent
 
@@ -405,12 +405,12 @@ func TestClosedControl(t *testing.T) {
 
 func TestClosedControlDeliversQueuedEventsFirstAndMapsOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := gated()
-		f.edges["running"]["stop"] = to("running") // the closure event; stays in running
+		f := ctlGated()
+		f.edges["running"]["stop"] = ctlTo("running") // the closure event; stays in running
 		f.closure = map[string]string{"running": "stop"}
-		r := &rec{}
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "gate", r)
-		defer finish(t, st)
+		r := &ctlRec{}
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "gate", r)
+		defer ctlFinish(t, st)
 		require.NoError(t, st.TrySend("open"))
 		require.NoError(t, st.TrySend("ping"))
 		st.CloseControl()
@@ -431,12 +431,12 @@ func TestClosedControlDeliversQueuedEventsFirstAndMapsOnce(t *testing.T) {
 
 func TestBareSupervisorPollsEveryState(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := gated()
+		f := ctlGated()
 		f.closure = map[string]string{"running": "drain"}
-		f.dispatch = byState(map[string]stagefsm.Directive[string]{"gate": idle, "running": idle})
-		r := &rec{}
-		st := stagefsm.Start(t.Context(), bare{f}, "gate", r) // gate would block if the policy were seen
-		defer finish(t, st)
+		f.dispatch = ctlByState(map[string]stagefsm.Directive[string]{"gate": ctlIdle, "running": ctlIdle})
+		r := &ctlRec{}
+		st := stagefsm.Start(t.Context(), ctlBare{f}, "gate", r) // gate would block if the policy were seen
+		defer ctlFinish(t, st)
 		synctest.Wait()
 		assert.Equal(t, 1, r.count("dispatch gate"))
 		require.NoError(t, st.Send(t.Context(), "open"))
@@ -452,9 +452,9 @@ func TestBareSupervisorPollsEveryState(t *testing.T) {
 
 func TestTrySendFullVersusStopped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := gated()
+		f := ctlGated()
 		f.modes["running"] = stagefsm.ControlIgnore
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "running", &rec{},
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "running", &ctlRec{},
 			stagefsm.WithControlCapacity(2))
 		require.NoError(t, st.TrySend("ping"))
 		require.NoError(t, st.TrySend("ping"))
@@ -478,24 +478,24 @@ func TestSendWaitsForRoom(t *testing.T) {
 		// hold ignores control events for an hour, then moves to running,
 		// which polls: the full queue drains only then.
 		start := time.Now()
-		f := gated()
-		f.edges["hold"] = map[string]edge{"go": to("running")}
+		f := ctlGated()
+		f.edges["hold"] = map[string]ctlEdge{"go": ctlTo("running")}
 		f.modes["hold"] = stagefsm.ControlIgnore
-		f.dispatch = func(_ context.Context, s string, _ *rec) (stagefsm.Directive[string], error) {
+		f.dispatch = func(_ context.Context, s string, _ *ctlRec) (stagefsm.Directive[string], error) {
 			switch {
 			case s == "hold" && time.Since(start) >= time.Hour:
 				return stagefsm.Transition("go"), nil
 			case s == "hold", s == "running":
-				return idle, nil
+				return ctlIdle, nil
 			case s == "draining":
 				return stagefsm.Transition("drained"), nil
 			}
 			return stagefsm.Terminate[string](), nil
 		}
-		r := &rec{}
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "hold", r,
+		r := &ctlRec{}
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "hold", r,
 			stagefsm.WithControlCapacity(1), stagefsm.WithIdleBackoff(time.Minute, time.Minute))
-		defer finish(t, st)
+		defer ctlFinish(t, st)
 		require.NoError(t, st.TrySend("ping"))
 		require.ErrorIs(t, st.TrySend("ping"), stagefsm.ErrControlFull)
 
@@ -511,9 +511,9 @@ func TestSendWaitsForRoom(t *testing.T) {
 
 func TestSendBlockedOnFullQueueEndsWithTheStage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := gated()
+		f := ctlGated()
 		f.modes["running"] = stagefsm.ControlIgnore
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "running", &rec{},
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "running", &ctlRec{},
 			stagefsm.WithControlCapacity(1))
 		require.NoError(t, st.TrySend("ping"))
 		errc := make(chan error, 1)
@@ -528,34 +528,34 @@ func TestSendBlockedOnFullQueueEndsWithTheStage(t *testing.T) {
 func TestSubscribeSeesTerminalState(t *testing.T) {
 	t.Run("success", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](gated()), "gate", &rec{})
-			defer finish(t, st)
+			st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlGated()), "gate", &ctlRec{})
+			defer ctlFinish(t, st)
 			sub := st.Subscribe(t.Context())
 			assert.Equal(t, "gate", <-sub, "the current state comes first")
 			require.NoError(t, st.Send(t.Context(), "open"))
 			require.NoError(t, st.Send(t.Context(), "drain"))
 			require.NoError(t, st.Wait(t.Context()))
 
-			assert.Equal(t, []string{"done"}, drain(sub), "a slow reader gets the final state, then the close")
+			assert.Equal(t, []string{"done"}, ctlDrain(sub), "a slow reader gets the final state, then the close")
 			assert.Equal(t, "done", st.State())
 		})
 	})
 	t.Run("error", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			f := gated()
+			f := ctlGated()
 			boom := errors.New("boom")
-			f.edges["running"]["fail"] = to("failed")
-			f.dispatch = byState(map[string]stagefsm.Directive[string]{"running": idle})
+			f.edges["running"]["fail"] = ctlTo("failed")
+			f.dispatch = ctlByState(map[string]stagefsm.Directive[string]{"running": ctlIdle})
 			f.completion = boom // failed terminates and the completion fails
-			st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "running", &rec{})
-			defer finish(t, st)
+			st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "running", &ctlRec{})
+			defer ctlFinish(t, st)
 			sub := st.Subscribe(t.Context())
 			changes := st.Changes(t.Context(), 8)
 			require.NoError(t, st.Send(t.Context(), "fail"))
 
 			assert.ErrorIs(t, st.Wait(t.Context()), boom)
-			assert.Equal(t, []string{"failed"}, drain(sub), "the terminal state replaced the unread one")
-			got := drain(changes)
+			assert.Equal(t, []string{"failed"}, ctlDrain(sub), "the terminal state replaced the unread one")
+			got := ctlDrain(changes)
 			require.Len(t, got, 1)
 			assert.Equal(t, stagefsm.Change[string, string]{Seq: 1, From: "running", Event: "fail", To: "failed"}, got[0])
 			assert.Equal(t, "failed", st.State())
@@ -563,30 +563,30 @@ func TestSubscribeSeesTerminalState(t *testing.T) {
 	})
 	t.Run("rejected event", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](gated()), "gate", &rec{})
-			defer finish(t, st)
+			st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlGated()), "gate", &ctlRec{})
+			defer ctlFinish(t, st)
 			sub := st.Subscribe(t.Context())
 			require.NoError(t, st.Send(t.Context(), "open"))
 			require.NoError(t, st.Send(t.Context(), "bogus"))
 
 			assert.ErrorIs(t, st.Wait(t.Context()), stagefsm.ErrUnhandledEvent)
-			assert.Equal(t, []string{"running"}, drain(sub))
+			assert.Equal(t, []string{"running"}, ctlDrain(sub))
 			assert.Equal(t, "running", st.State(), "the last committed state stays readable")
 		})
 	})
 	t.Run("after the stage finished", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](gated()), "gate", &rec{})
+			st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlGated()), "gate", &ctlRec{})
 			st.CloseControl()
 			assert.ErrorIs(t, st.Wait(t.Context()), stagefsm.ErrControlClosed)
-			assert.Equal(t, []string{"gate"}, drain(st.Subscribe(t.Context())))
-			assert.Empty(t, drain(st.Changes(t.Context(), 1)))
+			assert.Equal(t, []string{"gate"}, ctlDrain(st.Subscribe(t.Context())))
+			assert.Empty(t, ctlDrain(st.Changes(t.Context(), 1)))
 		})
 	})
 }
 
-// drain reads a channel until it is closed.
-func drain[T any](ch <-chan T) []T {
+// ctlDrain reads a channel until it is closed.
+func ctlDrain[T any](ch <-chan T) []T {
 	var got []T
 	for v := range ch {
 		got = append(got, v)
@@ -598,9 +598,9 @@ func TestSlowReadersNeverBlockTheLoop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const n = 1000
 		i := 0
-		f := &fake{
-			edges: map[string]map[string]edge{"a": {"next": to("b"), "end": to("done")}, "b": {"next": to("a")}},
-			dispatch: func(_ context.Context, s string, _ *rec) (stagefsm.Directive[string], error) {
+		f := &ctlFake{
+			edges: map[string]map[string]ctlEdge{"a": {"next": ctlTo("b"), "end": ctlTo("done")}, "b": {"next": ctlTo("a")}},
+			dispatch: func(_ context.Context, s string, _ *ctlRec) (stagefsm.Directive[string], error) {
 				if s == "done" {
 					return stagefsm.Terminate[string](), nil
 				}
@@ -610,15 +610,15 @@ func TestSlowReadersNeverBlockTheLoop(t *testing.T) {
 				return stagefsm.Transition("next"), nil
 			},
 		}
-		r := &rec{}
-		st := stagefsm.Start(t.Context(), bare{f}, "a", r, stagefsm.WithControlCapacity(1))
-		defer finish(t, st)
+		r := &ctlRec{}
+		st := stagefsm.Start(t.Context(), ctlBare{f}, "a", r, stagefsm.WithControlCapacity(1))
+		defer ctlFinish(t, st)
 		sub := st.Subscribe(t.Context())      // never read until the end
 		changes := st.Changes(t.Context(), 3) // never read until the end
 
 		require.NoError(t, st.Wait(t.Context()), "the stage finishes although nobody reads")
-		assert.Equal(t, []string{"done"}, drain(sub), "only the latest state was kept")
-		got := drain(changes)
+		assert.Equal(t, []string{"done"}, ctlDrain(sub), "only the latest state was kept")
+		got := ctlDrain(changes)
 		require.Len(t, got, 3, "the oldest changes were dropped")
 		assert.Equal(t, []uint64{n - 1, n, n + 1}, []uint64{got[0].Seq, got[1].Seq, got[2].Seq})
 		assert.Equal(t, stagefsm.Change[string, string]{Seq: n + 1, From: "a", Event: "end", To: "done"}, got[2])
@@ -627,15 +627,15 @@ func TestSlowReadersNeverBlockTheLoop(t *testing.T) {
 
 func TestSubscriptionEndsWithItsContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](gated()), "gate", &rec{})
-		defer finish(t, st)
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlGated()), "gate", &ctlRec{})
+		defer ctlFinish(t, st)
 		ctx, cancel := context.WithCancel(t.Context())
 		sub := st.Subscribe(ctx)
 		changes := st.Changes(ctx, 1)
 		cancel()
 		synctest.Wait()
-		assert.Equal(t, []string{"gate"}, drain(sub))
-		assert.Empty(t, drain(changes))
+		assert.Equal(t, []string{"gate"}, ctlDrain(sub))
+		assert.Empty(t, ctlDrain(changes))
 		require.NoError(t, st.Send(t.Context(), "open"), "the stage runs on without the subscription")
 		synctest.Wait()
 		assert.Equal(t, "running", st.State())
@@ -644,11 +644,11 @@ func TestSubscriptionEndsWithItsContext(t *testing.T) {
 
 func TestWaitState(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := gated()
-		f.dispatch = byState(map[string]stagefsm.Directive[string]{"running": stagefsm.Transition("drain"),
+		f := ctlGated()
+		f.dispatch = ctlByState(map[string]stagefsm.Directive[string]{"running": stagefsm.Transition("drain"),
 			"draining": stagefsm.Transition("drained")})
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "gate", &rec{})
-		defer finish(t, st)
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "gate", &ctlRec{})
+		defer ctlFinish(t, st)
 
 		s, err := st.WaitState(t.Context(), func(s string) bool { return s == "gate" })
 		require.NoError(t, err)
@@ -688,7 +688,7 @@ func TestWaitState(t *testing.T) {
 
 func TestWaitStatePendingWhenStageEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](gated()), "gate", &rec{})
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlGated()), "gate", &ctlRec{})
 		errc := make(chan error, 1)
 		go func() {
 			_, err := st.WaitState(t.Context(), func(s string) bool { return s == "never" })
@@ -703,9 +703,9 @@ func TestWaitStatePendingWhenStageEnds(t *testing.T) {
 
 func TestStopDrainsGracefully(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := &rec{}
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](stopper{gated(), "drain"}), "gate", r)
-		defer finish(t, st)
+		r := &ctlRec{}
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlStopper{ctlGated(), "drain"}), "gate", r)
+		defer ctlFinish(t, st)
 		changes := st.Changes(t.Context(), 16)
 		require.NoError(t, st.Send(t.Context(), "open"))
 		_, err := st.WaitState(t.Context(), func(s string) bool { return s == "running" })
@@ -727,17 +727,17 @@ func TestStopDrainsGracefully(t *testing.T) {
 
 func TestStopErrors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](gated()), "gate", &rec{})
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlGated()), "gate", &ctlRec{})
 		assert.ErrorIs(t, st.Stop(t.Context()), stagefsm.ErrNoStopEvent)
-		finish(t, st)
+		ctlFinish(t, st)
 
 		// The gate does not take drain (it only takes open); Stop's ctx ends
 		// the wait, not the stage.
-		f := gated()
-		f.edges["gate"]["drain"] = to("gate")
+		f := ctlGated()
+		f.edges["gate"]["drain"] = ctlTo("gate")
 		f.modes["gate"] = stagefsm.ControlIgnore
-		f.dispatch = byState(map[string]stagefsm.Directive[string]{"gate": idle})
-		st = stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](stopper{f, "drain"}), "gate", &rec{})
+		f.dispatch = ctlByState(map[string]stagefsm.Directive[string]{"gate": ctlIdle})
+		st = stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlStopper{f, "drain"}), "gate", &ctlRec{})
 		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 		defer cancel()
 		assert.ErrorIs(t, st.Stop(ctx), context.DeadlineExceeded)
@@ -751,14 +751,14 @@ func TestStopErrors(t *testing.T) {
 	})
 }
 
-type panicStopper struct{ *fake }
+type ctlPanicStopper struct{ *ctlFake }
 
-func (panicStopper) StopEvent() string { panic("no stop event today") }
+func (ctlPanicStopper) StopEvent() string { panic("no stop event today") }
 
 func TestStopEventPanicIsAnError(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](panicStopper{gated()}), "gate", &rec{})
-		defer finish(t, st)
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlPanicStopper{ctlGated()}), "gate", &ctlRec{})
+		defer ctlFinish(t, st)
 		var pe *stagefsm.PanicError
 		assert.ErrorAs(t, st.Stop(t.Context()), &pe)
 	})
@@ -767,9 +767,9 @@ func TestStopEventPanicIsAnError(t *testing.T) {
 func TestAbortReturnsCanceled(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		completed := false
-		f := gated()
-		r := &rec{}
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "running", r,
+		f := ctlGated()
+		r := &ctlRec{}
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "running", r,
 			stagefsm.WithObserver(stagefsm.Observer[string, string]{OnComplete: func(string, error) { completed = true }}))
 		synctest.Wait()
 		st.Abort()
@@ -785,18 +785,18 @@ func TestStartContextBoundsTheStage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), time.Hour)
 		defer cancel()
-		st := stagefsm.Start(ctx, stagefsm.HandlerSupervised[string, string, *rec, act](gated()), "gate", &rec{})
+		st := stagefsm.Start(ctx, stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlGated()), "gate", &ctlRec{})
 		assert.ErrorIs(t, st.Wait(t.Context()), context.DeadlineExceeded)
 	})
 }
 
 func TestWaitIsIdempotent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := gated()
+		f := ctlGated()
 		boom := errors.New("boom")
 		f.completion = boom
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "gate", &rec{})
-		defer finish(t, st)
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "gate", &ctlRec{})
+		defer ctlFinish(t, st)
 
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
@@ -815,7 +815,7 @@ func TestWaitIsIdempotent(t *testing.T) {
 }
 
 func TestStartWithNilSupervisorFailsInWait(t *testing.T) {
-	st := stagefsm.Start[string, string, *rec, act](t.Context(), nil, "gate", &rec{})
+	st := stagefsm.Start[string, string, *ctlRec, ctlAct](t.Context(), nil, "gate", &ctlRec{})
 	assert.Error(t, st.Wait(t.Context()))
 	assert.Equal(t, "gate", st.State())
 	assert.ErrorIs(t, st.Stop(t.Context()), stagefsm.ErrNoStopEvent)
@@ -824,18 +824,18 @@ func TestStartWithNilSupervisorFailsInWait(t *testing.T) {
 func TestBlockWithoutControlPlaneDispatches(t *testing.T) {
 	// Run (without Start) has no control queue: the policy is not consulted
 	// and a Block state is dispatched like any other.
-	f := gated()
-	f.dispatch = byState(map[string]stagefsm.Directive[string]{"gate": stagefsm.Transition("abandon")})
-	r := &rec{}
-	require.NoError(t, stagefsm.Run(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "gate", r))
+	f := ctlGated()
+	f.dispatch = ctlByState(map[string]stagefsm.Directive[string]{"gate": stagefsm.Transition("abandon")})
+	r := &ctlRec{}
+	require.NoError(t, stagefsm.Run(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "gate", r))
 	assert.Equal(t, []string{"dispatch gate", "handle abandon: gate -> done", "dispatch done"}, r.lines())
 }
 
 func TestControlModePolicyErrors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := gated()
+		f := ctlGated()
 		f.modes["gate"] = stagefsm.ControlMode(42)
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "gate", &rec{})
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "gate", &ctlRec{})
 		assert.Error(t, st.Wait(t.Context()))
 		assert.Equal(t, "ControlMode(42)", stagefsm.ControlMode(42).String())
 	})

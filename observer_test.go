@@ -14,37 +14,37 @@ import (
 	"github.com/stagefsm/stagefsm"
 )
 
-// toggle is a two-state machine for benchmarks: every event flips the
+// benchToggle is a two-state machine for benchmarks: every event flips the
 // state, and no action is returned.
-type toggle struct{ on bool }
+type benchToggle struct{ on bool }
 
-func (m *toggle) State() bool { return m.on }
+func (m *benchToggle) State() bool { return m.on }
 
-func (m *toggle) Handle(context.Context, int, *testing.B) ([]noAction, error) {
+func (m *benchToggle) Handle(context.Context, int, *testing.B) ([]benchAction, error) {
 	m.on = !m.on
 	return nil, nil
 }
 
-type noAction struct{}
+type benchAction struct{}
 
-func (noAction) Execute(context.Context, *testing.B) error { return nil }
+func (benchAction) Execute(context.Context, *testing.B) error { return nil }
 
-// loopBench is a supervisor whose dispatch is the benchmark loop: each
+// benchStage is a supervisor whose dispatch is the benchmark loop: each
 // b.Loop iteration is one dispatch and one committed transition, so setup
 // costs of Run stay outside the measurement.
-type loopBench struct{}
+type benchStage struct{}
 
-func (loopBench) Name() string                               { return "bench" }
-func (loopBench) StageID() stagefsm.StageID                  { return "bench" }
-func (loopBench) WriterID() stagefsm.WriterID                { return "bench" }
-func (loopBench) EventForActionError(error) int              { return 0 }
-func (loopBench) WriteCompletionEvent(context.Context) error { return nil }
+func (benchStage) Name() string                               { return "bench" }
+func (benchStage) StageID() stagefsm.StageID                  { return "bench" }
+func (benchStage) WriterID() stagefsm.WriterID                { return "bench" }
+func (benchStage) EventForActionError(error) int              { return 0 }
+func (benchStage) WriteCompletionEvent(context.Context) error { return nil }
 
-func (loopBench) BuildStateMachine(initial bool) (stagefsm.Machine[bool, int, *testing.B, noAction], error) {
-	return &toggle{on: initial}, nil
+func (benchStage) BuildStateMachine(initial bool) (stagefsm.Machine[bool, int, *testing.B, benchAction], error) {
+	return &benchToggle{on: initial}, nil
 }
 
-func (loopBench) DispatchState(_ context.Context, _ bool, b *testing.B) (stagefsm.Directive[int], error) {
+func (benchStage) DispatchState(_ context.Context, _ bool, b *testing.B) (stagefsm.Directive[int], error) {
 	if b.Loop() {
 		return stagefsm.Transition(1), nil
 	}
@@ -53,7 +53,7 @@ func (loopBench) DispatchState(_ context.Context, _ bool, b *testing.B) (stagefs
 
 func BenchmarkLoopTransition(b *testing.B) {
 	b.ReportAllocs()
-	if err := stagefsm.Run(context.Background(), loopBench{}, false, b); err != nil {
+	if err := stagefsm.Run(context.Background(), benchStage{}, false, b); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -64,7 +64,7 @@ func BenchmarkLoopTransitionObserver(b *testing.B) {
 	obs := stagefsm.WithObserver(stagefsm.Observer[bool, int]{
 		OnTransition: func(bool, int, bool, int) { n++ },
 	})
-	if err := stagefsm.Run(context.Background(), loopBench{}, false, b, obs); err != nil {
+	if err := stagefsm.Run(context.Background(), benchStage{}, false, b, obs); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -73,15 +73,15 @@ func BenchmarkLoopTransitionObserver(b *testing.B) {
 // iteration also looks at the control queue and publishes the new state.
 func BenchmarkLoopTransitionStart(b *testing.B) {
 	b.ReportAllocs()
-	st := stagefsm.Start(context.Background(), loopBench{}, false, b)
+	st := stagefsm.Start(context.Background(), benchStage{}, false, b)
 	if err := st.Wait(context.Background()); err != nil {
 		b.Fatal(err)
 	}
 }
 
-// recorder is an Observer that writes each call to the stage's log, so
+// ctlRecorder is an Observer that writes each call to the stage's log, so
 // that its calls interleave with the loop's calls to the fake.
-func recorder(r *rec) stagefsm.Observer[string, string] {
+func ctlRecorder(r *ctlRec) stagefsm.Observer[string, string] {
 	return stagefsm.Observer[string, string]{
 		OnTransition: func(from, event, to string, actions int) {
 			r.add("OnTransition %s -%s-> %s, %d actions", from, event, to, actions)
@@ -95,15 +95,15 @@ func recorder(r *rec) stagefsm.Observer[string, string] {
 	}
 }
 
-// scripted: created -start-> running (2 actions); running's dispatch fails
+// ctlScripted: created -start-> running (2 actions); running's dispatch fails
 // once, routed to failed (1 action); failed terminates.
-func scripted() *fake {
-	return &fake{
-		edges: map[string]map[string]edge{
-			"created": {"start": to("running", act{name: "a1"}, act{name: "a2"})},
-			"running": {"fail": to("failed", act{name: "report"})},
+func ctlScripted() *ctlFake {
+	return &ctlFake{
+		edges: map[string]map[string]ctlEdge{
+			"created": {"start": ctlTo("running", ctlAct{name: "a1"}, ctlAct{name: "a2"})},
+			"running": {"fail": ctlTo("failed", ctlAct{name: "report"})},
 		},
-		dispatch: func(_ context.Context, s string, _ *rec) (stagefsm.Directive[string], error) {
+		dispatch: func(_ context.Context, s string, _ *ctlRec) (stagefsm.Directive[string], error) {
 			switch s {
 			case "created":
 				return stagefsm.Transition("start"), nil
@@ -116,9 +116,9 @@ func scripted() *fake {
 }
 
 func TestObserverCallOrderAndArguments(t *testing.T) {
-	r := &rec{}
-	err := stagefsm.Run(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](scripted()), "created", r,
-		stagefsm.WithObserver(recorder(r)))
+	r := &ctlRec{}
+	err := stagefsm.Run(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlScripted()), "created", r,
+		stagefsm.WithObserver(ctlRecorder(r)))
 	require.NoError(t, err)
 	assert.Equal(t, []string{
 		"dispatch created",
@@ -137,13 +137,13 @@ func TestObserverCallOrderAndArguments(t *testing.T) {
 
 func TestObserverUnderStartSeesControlAndTimeoutTransitions(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := gated()
-		f.timeouts = map[string]timeout{"draining": {after: time.Second, event: "drained"}}
-		f.dispatch = byState(map[string]stagefsm.Directive[string]{"running": idle, "draining": idle})
-		r := &rec{}
-		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "gate", r,
-			stagefsm.WithObserver(recorder(r)), stagefsm.WithIdleBackoff(time.Hour, time.Hour))
-		defer finish(t, st)
+		f := ctlGated()
+		f.timeouts = map[string]ctlTimeout{"draining": {after: time.Second, event: "drained"}}
+		f.dispatch = ctlByState(map[string]stagefsm.Directive[string]{"running": ctlIdle, "draining": ctlIdle})
+		r := &ctlRec{}
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "gate", r,
+			stagefsm.WithObserver(ctlRecorder(r)), stagefsm.WithIdleBackoff(time.Hour, time.Hour))
+		defer ctlFinish(t, st)
 		require.NoError(t, st.Send(t.Context(), "open"))
 		require.NoError(t, st.Send(t.Context(), "drain"))
 		require.NoError(t, st.Wait(t.Context()))
@@ -165,13 +165,13 @@ func TestObserverUnderStartSeesControlAndTimeoutTransitions(t *testing.T) {
 }
 
 func TestObserverOnExitWhenRunFails(t *testing.T) {
-	f := scripted()
+	f := ctlScripted()
 	f.edges["running"] = nil // the failure event is rejected: Run fails
-	r := &rec{}
+	r := &ctlRec{}
 	var exitErr error
-	obs := recorder(r)
+	obs := ctlRecorder(r)
 	obs.OnExit = func(_ string, err error) { exitErr = err }
-	err := stagefsm.Run(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "created", r,
+	err := stagefsm.Run(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "created", r,
 		stagefsm.WithObserver(obs))
 	require.ErrorIs(t, err, stagefsm.ErrUnhandledEvent)
 	assert.Same(t, err, exitErr, "OnExit gets Run's result")
@@ -180,19 +180,19 @@ func TestObserverOnExitWhenRunFails(t *testing.T) {
 }
 
 func TestObserverTypeMismatchIsAnError(t *testing.T) {
-	r := &rec{}
-	f := scripted()
+	r := &ctlRec{}
+	f := ctlScripted()
 	built := false
-	f.dispatch = func(context.Context, string, *rec) (stagefsm.Directive[string], error) {
+	f.dispatch = func(context.Context, string, *ctlRec) (stagefsm.Directive[string], error) {
 		built = true
 		return stagefsm.Terminate[string](), nil
 	}
 	wrong := stagefsm.WithObserver(stagefsm.Observer[int, int]{OnExit: func(int, error) {}})
-	err := stagefsm.Run(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "created", r, wrong)
+	err := stagefsm.Run(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "created", r, wrong)
 	assert.Error(t, err)
 	assert.False(t, built, "nothing runs")
 
-	st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](f), "created", r, wrong)
+	st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "created", r, wrong)
 	assert.Error(t, st.Wait(t.Context()))
 	assert.False(t, built)
 }
@@ -208,7 +208,7 @@ func TestObserverPanicEndsRun(t *testing.T) {
 		{"OnExit", stagefsm.Observer[string, string]{OnExit: func(string, error) { panic("e") }}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := stagefsm.Run(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](scripted()), "created", &rec{},
+			err := stagefsm.Run(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlScripted()), "created", &ctlRec{},
 				stagefsm.WithObserver(tc.obs))
 			var pe *stagefsm.PanicError
 			assert.ErrorAs(t, err, &pe)
@@ -217,9 +217,9 @@ func TestObserverPanicEndsRun(t *testing.T) {
 }
 
 func TestEmptyObserverIsNone(t *testing.T) {
-	r := &rec{}
-	err := stagefsm.Run(t.Context(), stagefsm.HandlerSupervised[string, string, *rec, act](scripted()), "created", r,
-		stagefsm.WithObserver(recorder(r)), stagefsm.WithObserver(stagefsm.Observer[string, string]{}))
+	r := &ctlRec{}
+	err := stagefsm.Run(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](ctlScripted()), "created", r,
+		stagefsm.WithObserver(ctlRecorder(r)), stagefsm.WithObserver(stagefsm.Observer[string, string]{}))
 	require.NoError(t, err)
 	assert.NotContains(t, strings.Join(r.lines(), "\n"), "On", "the later, empty observer replaced the first")
 }
