@@ -536,3 +536,29 @@ func TestLooplabAllocatesNothingOfItsOwn(t *testing.T) {
 		})
 	}
 }
+
+func ExampleFromLooplab() {
+	// An existing looplab FSM, with string states and events.
+	f := fsm.NewFSM("closed", fsm.Events{
+		{Name: "open", Src: []string{"closed"}, Dst: "opened"},
+		{Name: "close", Src: []string{"opened"}, Dst: "closed"},
+	}, nil)
+	m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, step]{
+		// Event and State are nil: E and S are looplab's own strings.
+		Actions: func(from, _, to string, _ *doorCtx) []step {
+			return []step{{name: "log " + from + "->" + to}}
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+
+	// stagefsm.Run calls Handle; here it is called directly.
+	actions, err := m.Handle(context.Background(), "open", &doorCtx{})
+	fmt.Println(m.State(), actions, err)
+	_, err = m.Handle(context.Background(), "open", &doorCtx{})
+	fmt.Println(m.State(), errors.Is(err, stagefsm.ErrUnhandledEvent))
+	// Output:
+	// opened [log closed->opened] <nil>
+	// opened true
+}
