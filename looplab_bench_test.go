@@ -18,6 +18,7 @@ import (
 //	Handle/interleaved    reports that ratio from alternating batches
 //	Handle/adapter-cancellable-ctx vs Handle/bare-Event-cancellable-ctx
 //	Run/adapter           vs Run/hand-rolled            (per transition)
+//	Run/interleaved       reports Run over the adapter against bare Events
 
 type toggleState uint8
 
@@ -165,28 +166,58 @@ func (m *handToggle) Handle(context.Context, toggleEvent, *benchCtx) ([]noop, er
 
 func BenchmarkLooplabRun(b *testing.B) {
 	const transitions = 1000
+	handRolled := toggleStage{build: func(s toggleState) (stagefsm.Machine[toggleState, toggleEvent, *benchCtx, noop], error) {
+		return &handToggle{state: s}, nil
+	}}
+	adapter := toggleStage{build: func(toggleState) (stagefsm.Machine[toggleState, toggleEvent, *benchCtx, noop], error) {
+		return stagefsm.FromLooplab(newToggle(), toggleConfig())
+	}}
+	run := func(b *testing.B, sup toggleStage) {
+		if err := stagefsm.Run(b.Context(), sup, stateA, &benchCtx{target: transitions}); err != nil {
+			b.Fatal(err)
+		}
+	}
+
 	for _, tc := range []struct {
-		name  string
-		build func(toggleState) (stagefsm.Machine[toggleState, toggleEvent, *benchCtx, noop], error)
-	}{
-		{"hand-rolled", func(s toggleState) (stagefsm.Machine[toggleState, toggleEvent, *benchCtx, noop], error) {
-			return &handToggle{state: s}, nil
-		}},
-		{"adapter", func(toggleState) (stagefsm.Machine[toggleState, toggleEvent, *benchCtx, noop], error) {
-			return stagefsm.FromLooplab(newToggle(), toggleConfig())
-		}},
-	} {
+		name string
+		sup  toggleStage
+	}{{"hand-rolled", handRolled}, {"adapter", adapter}} {
 		b.Run(tc.name, func(b *testing.B) {
-			ctx := b.Context()
-			sup := toggleStage{build: tc.build}
 			b.ReportAllocs()
 			for b.Loop() {
-				c := &benchCtx{target: transitions}
-				if err := stagefsm.Run(ctx, sup, stateA, c); err != nil {
-					b.Fatal(err)
-				}
+				run(b, tc.sup)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*transitions), "ns/transition")
 		})
 	}
+
+	// interleaved alternates a Run over each machine and as many bare
+	// looplab Events, keeping the fastest of each (see
+	// BenchmarkLooplabHandle/interleaved).
+	b.Run("interleaved", func(b *testing.B) {
+		ctx := context.Background()
+		f := newToggle()
+		best := [3]time.Duration{math.MaxInt64, math.MaxInt64, math.MaxInt64}
+		b.ReportAllocs()
+		for b.Loop() {
+			start := time.Now()
+			for range transitions {
+				if err := f.Event(ctx, "t"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			best[0] = min(best[0], time.Since(start))
+			start = time.Now()
+			run(b, handRolled)
+			best[1] = min(best[1], time.Since(start))
+			start = time.Now()
+			run(b, adapter)
+			best[2] = min(best[2], time.Since(start))
+		}
+		perTransition := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / transitions }
+		b.ReportMetric(perTransition(best[0]), "bare-Event-ns/transition")
+		b.ReportMetric(perTransition(best[1]), "Run-hand-rolled-ns/transition")
+		b.ReportMetric(perTransition(best[2]), "Run-adapter-ns/transition")
+		b.ReportMetric(float64(best[2])/float64(best[0]), "Run-adapter/bare-Event")
+	})
 }
