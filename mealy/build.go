@@ -96,10 +96,10 @@ func (v *validator[S, E, C, A, SK, EK]) build() (*Definition[S, E, C, A], error)
 		v.addState(s.key)
 	}
 	initial := -1
-	switch {
-	case b.initialSet > 1:
+	if b.initialSet > 1 {
 		v.problem(ErrDuplicate, "initial state declared %d times", b.initialSet)
-	case b.initialSet == 1:
+	}
+	if b.initialSet > 0 { // the last one counts, so later checks still run
 		initial = v.refState(b.initial, "Initial")
 	}
 	res := make([]resolved, len(b.trans))
@@ -154,10 +154,10 @@ func (v *validator[S, E, C, A, SK, EK]) build() (*Definition[S, E, C, A], error)
 		}
 	}
 	failure := -1
-	switch {
-	case b.failureSet > 1:
+	if b.failureSet > 1 {
 		v.problem(ErrDuplicate, "failure event declared %d times", b.failureSet)
-	case b.failureSet == 1:
+	}
+	if b.failureSet > 0 {
 		failure = v.addEvent(b.failure)
 	}
 	switch {
@@ -218,7 +218,8 @@ func (v *validator[S, E, C, A, SK, EK]) build() (*Definition[S, E, C, A], error)
 		}
 		specs[r.from*nE+j] = n + 1
 		if d.states[r.from].terminal && leaves(r, t.kind, r.from) {
-			v.problem(ErrInvalidDeclaration, "terminal state %s has a %s to another state", d.states[r.from].name, v.describe(t))
+			v.problem(ErrInvalidDeclaration, "terminal state %s may leave: %s has a target other than %s",
+				d.states[r.from].name, v.describe(t), d.states[r.from].name)
 		}
 	}
 	for i := range nS {
