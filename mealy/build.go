@@ -296,17 +296,33 @@ func (v *validator[S, E, C, A, SK, EK]) build() (*Definition[S, E, C, A], error)
 		return nil, errors.Join(v.problems...)
 	}
 
-	idx, key := v.stateIdx, b.stateKey
-	d.stateIndex = func(s S) (int, bool) {
-		i, ok := idx[key(s)]
+	d.stateIndex = indexer(b.stateKey, v.stateKeys, v.stateIdx)
+	d.eventIndex = indexer(b.eventKey, v.eventKeys, v.eventIdx)
+	return d, nil
+}
+
+// linearMax is the number of keys up to which a linear scan finds a key's
+// index faster than a map.
+const linearMax = 8
+
+// indexer returns a function giving the index of a value's key.
+func indexer[T any, K comparable](key func(T) K, keys []K, idx map[K]int) func(T) (int, bool) {
+	if len(keys) <= linearMax {
+		keys = slices.Clone(keys)
+		return func(v T) (int, bool) {
+			k := key(v)
+			for i, x := range keys {
+				if x == k {
+					return i, true
+				}
+			}
+			return 0, false
+		}
+	}
+	return func(v T) (int, bool) {
+		i, ok := idx[key(v)]
 		return i, ok
 	}
-	eidx, ekey := v.eventIdx, b.eventKey
-	d.eventIndex = func(e E) (int, bool) {
-		j, ok := eidx[ekey(e)]
-		return j, ok
-	}
-	return d, nil
 }
 
 // leaves reports whether a transition of kind from state i can enter

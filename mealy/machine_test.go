@@ -324,3 +324,33 @@ func TestHandleReturnedSliceIsTheMachines(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []action{"a", "b"}, again)
 }
+
+func TestHandleDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under -race")
+	}
+	tests := []struct {
+		name  string
+		timed bool
+		event flipEvent
+		from  flipState
+	}{
+		{"To", false, flipEvent{kind: flip}, 0},
+		{"To with a timeout", true, flipEvent{kind: flip}, 0},
+		{"Stay", false, flipEvent{kind: 1}, 0},
+		{"Choose", false, flipEvent{kind: 2}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := flipDefinition(t, tt.timed).New(tt.from)
+			require.NoError(t, err)
+			ctx, c := context.Background(), &flipCtx{}
+			allocs := testing.AllocsPerRun(100, func() {
+				if _, err := m.Handle(ctx, tt.event, c); err != nil {
+					t.Fatal(err)
+				}
+			})
+			assert.Zero(t, allocs)
+		})
+	}
+}
