@@ -79,6 +79,9 @@ func (b *Builder[S, E, C, A, SK, EK]) State(k SK) *StateSpec[S, E, C, A, SK, EK]
 	if s, ok := b.stateByKey[k]; ok {
 		return s
 	}
+	if b.stateByKey == nil { // a zero Builder: Build reports the missing key functions
+		b.stateByKey = make(map[SK]*StateSpec[S, E, C, A, SK, EK])
+	}
 	s := &StateSpec[S, E, C, A, SK, EK]{key: k}
 	b.states = append(b.states, s)
 	b.stateByKey[k] = s
@@ -134,8 +137,10 @@ func (b *Builder[S, E, C, A, SK, EK]) FailureEvent(k EK) {
 // every non-terminal state handles the failure event
 // ([ErrFailureNotHandled]; requires [Builder.FailureEvent]); every state is
 // reachable from the initial state ([ErrUnreachable]; requires
-// [Builder.Initial]); and a terminal state exists and is reachable
-// ([ErrNoTerminal]). Reachability follows static targets, the declared
+// [Builder.Initial]); a terminal state exists and is reachable
+// ([ErrNoTerminal]); and every non-terminal state has a way out, a
+// transition to another state ([ErrNoWayOut]: a stage there could never
+// end). Reachability follows static targets, the declared
 // targets of [TransitionSpec.Choose] handlers and any-state transitions;
 // timeouts are transitions like others.
 func (b *Builder[S, E, C, A, SK, EK]) Strict() { b.strict = true }

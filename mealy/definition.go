@@ -146,10 +146,15 @@ func (v *validator[S, E, C, A, SK, EK]) strict(d *Definition[S, E, C, A]) {
 			}
 		}
 	}
+	for i, st := range d.states {
+		if !st.terminal && !st.wayOut && i != d.initial { // the initial state is checked by build
+			v.problem(ErrNoWayOut, "non-terminal state %s has no transition to another state", st.name)
+		}
+	}
 	if !slices.ContainsFunc(d.states, func(st stateInfo[E, A]) bool { return st.terminal }) {
 		v.problem(ErrNoTerminal, "no state is terminal")
 	}
-	if v.b.initialSet != 1 || d.initial < 0 {
+	if d.initial < 0 {
 		if v.b.initialSet == 0 {
 			v.problem(ErrInvalidDeclaration, "Strict requires Initial")
 		}

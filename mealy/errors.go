@@ -37,10 +37,10 @@ var ErrDuplicate = errors.New("mealy: declared twice")
 var ErrInvalidDeclaration = errors.New("mealy: invalid declaration")
 
 // ErrNoWayOut is matched by an error of [Builder.Build] (for the state given
-// to [Builder.Initial]) and of [Definition.New] when the initial state has
-// no transition to another state, so a machine started there could never
-// leave it.
-var ErrNoWayOut = errors.New("mealy: initial state has no way out")
+// to [Builder.Initial], and under [Builder.Strict] for every non-terminal
+// state) and of [Definition.New] when a state has no transition to another
+// state, so a machine in it could never leave it.
+var ErrNoWayOut = errors.New("mealy: state has no way out")
 
 // ErrFailureNotHandled is matched by an error of [Builder.Build] under
 // [Builder.Strict] when a non-terminal state has no transition for the
