@@ -118,7 +118,7 @@ func (b *Builder[S, E, C, A, SK, EK]) OnAny(event EK, except ...SK) *TransitionS
 // start of diagrams; Build checks that it has a way out ([ErrNoWayOut]) and,
 // under [Builder.Strict], that every state is reachable from it. It does not
 // restrict [Definition.New], which may start a machine in any state that has
-// a way out.
+// a way out or is terminal.
 func (b *Builder[S, E, C, A, SK, EK]) Initial(k SK) {
 	b.initial = k
 	b.initialSet++
