@@ -217,8 +217,8 @@ func (v *validator[S, E, C, A, SK, EK]) build() (*Definition[S, E, C, A], error)
 			continue
 		}
 		specs[r.from*nE+j] = n + 1
-		if d.states[r.from].terminal && leaves(r, t.kind, r.from) {
-			v.problem(ErrInvalidDeclaration, "terminal state %s may leave: %s has a target other than %s",
+		if d.states[r.from].terminal && j != failure && leaves(r, t.kind, r.from) {
+			v.problem(ErrInvalidDeclaration, "terminal state %s may leave: %s has a target other than %s (only the failure event may leave a terminal state)",
 				d.states[r.from].name, v.describe(t), d.states[r.from].name)
 		}
 	}

@@ -127,6 +127,9 @@ func TestBuildValidation(t *testing.T) {
 		{name: "terminal state Choose may leave", valid: true, declare: func(b *builder) {
 			b.On(done, start).Choose(chooseNil, done, running)
 		}, want: []error{mealy.ErrInvalidDeclaration}},
+		{name: "terminal state may leave on the failure event", valid: true, declare: func(b *builder) {
+			b.On(done, fail).Choose(failTo, failed) // a failing action that entered Done
+		}},
 		{name: "terminal state may re-enter itself", valid: true, declare: func(b *builder) {
 			b.On(done, start).To(state{kind: done})
 		}},

@@ -83,6 +83,10 @@ func (d *Definition[S, E, C, A]) concat(from, to int, own []A) []A {
 // A supervisor's BuildStateMachine typically is
 //
 //	return def.New(initial)
+//
+// (on error the returned interface then holds a nil *Machine, which Run
+// never uses because it looks at the error first; a nil *Machine's methods
+// return errors or zero values, never panic).
 func (d *Definition[S, E, C, A]) New(initial S) (*Machine[S, E, C, A], error) {
 	if d == nil || d.stateIndex == nil {
 		return nil, fmt.Errorf("%w: Definition not returned by Builder.Build", ErrInvalidDeclaration)

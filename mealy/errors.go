@@ -33,7 +33,8 @@ var ErrDuplicate = errors.New("mealy: declared twice")
 // declaration that cannot work: a nil key function, handler or hook, a
 // transition with no target, a Choose with no declared targets, a timeout
 // that is not positive or whose event the state does not handle by leaving
-// or re-entering it, a terminal state with a transition to another state.
+// or re-entering it, a terminal state with a transition to another state on
+// an event other than the failure event.
 var ErrInvalidDeclaration = errors.New("mealy: invalid declaration")
 
 // ErrNoWayOut is matched by an error of [Builder.Build] (for the state given

@@ -354,3 +354,37 @@ func TestHandleDoesNotAllocate(t *testing.T) {
 		})
 	}
 }
+
+func TestDefinitionSharedByConcurrentMachines(t *testing.T) {
+	b := newBuilder()
+	declareDrawn(b)
+	def, err := b.Build()
+	require.NoError(t, err)
+	want := def.Mermaid()
+
+	const workers = 8
+	errs := make(chan error, workers)
+	for range workers {
+		go func() {
+			m, err := def.New(state{kind: created})
+			if err != nil {
+				errs <- err
+				return
+			}
+			for _, e := range []event{{kind: start}, {kind: tick}, {kind: ping}, {kind: tick}} {
+				if _, err := m.Handle(context.Background(), e, &record{}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			if m.State().kind != done || def.Mermaid() != want {
+				errs <- fmt.Errorf("machine ended in %v", m.State())
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		assert.NoError(t, <-errs)
+	}
+}
