@@ -784,3 +784,15 @@ func TestRestartDefaultIntensity(t *testing.T) {
 		assert.Equal(t, 5, st.Restarts(), "default: 5 restarts per minute")
 	})
 }
+
+// BenchmarkLoopTransitionStartRestart is BenchmarkLoopTransitionStart with a
+// restart policy: the policy costs nothing per transition (the supervising
+// code runs only between incarnations).
+func BenchmarkLoopTransitionStartRestart(b *testing.B) {
+	b.ReportAllocs()
+	reuse := func(_ context.Context, prev *testing.B) (*testing.B, error) { return prev, nil }
+	st := stagefsm.Start(context.Background(), benchStage{}, false, b, stagefsm.WithRestart(stagefsm.RestartPolicy{}, reuse))
+	if err := st.Wait(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+}
