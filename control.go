@@ -240,18 +240,155 @@ func (q *controlQueue[E]) drain() {
 	}
 }
 
+// controlPlane is the loop's side of a Stage: the queue it takes control
+// events from and the supervisor's policy for them. The zero value (Run
+// without Start) has no queue, and the loop never looks at it.
+type controlPlane[S, E any] struct {
+	queue       *controlQueue[E]
+	policy      Controlled[S, E] // nil: poll in every state, closure maps to nothing
+	mode        ControlMode      // of the current state
+	closedAsked bool             // ControlClosed was asked in the current state
+	closedSent  bool             // a closure event was delivered; never ask again
+}
+
+// attach sets up what Run adds to the bare loop: the observer, and the
+// control plane and state publication of st (nil for Run).
+func (l *loop[S, E, C, A]) attach(st *Stage[S, E]) error {
+	var user *Observer[S, E]
+	if l.opts.observer != nil {
+		o, ok := l.opts.observer.(*Observer[S, E])
+		if !ok {
+			return fmt.Errorf("stagefsm: WithObserver was given %T but the stage's state and event types make %T",
+				l.opts.observer, user)
+		}
+		user = o
+	}
+	if st == nil {
+		l.obs = user
+		return nil
+	}
+	l.obs = st.observer(user)
+	l.ctl.queue = st.queue
+	l.ctl.policy, _ = l.h.(Controlled[S, E])
+	return nil
+}
+
 // control consults the control queue at the top of an iteration, per the
-// current state's mode. took reports that it decided the iteration (took
-// an event, waited, or ended the loop); otherwise the iteration dispatches.
+// current state's mode (Poll or Block; Ignore never gets here). took
+// reports that it decided the iteration — fed a control event, waited, or
+// ended the loop —; otherwise the iteration dispatches.
 func (l *loop[S, E, C, A]) control(ctx context.Context) (took, done bool, err error) {
-	panic("not implemented yet")
+	event, r := l.ctl.queue.take()
+	switch r {
+	case takeEvent:
+		l.idleWait = 0
+		done, err = l.transition(ctx, event, "control")
+		return true, done, err
+	case takeClosed:
+		event, ok, err := l.closure()
+		if err != nil {
+			return true, true, err
+		}
+		if ok {
+			l.idleWait = 0
+			done, err = l.transition(ctx, event, "control closure")
+			return true, done, err
+		}
+		if l.ctl.mode != ControlBlock {
+			return false, false, nil
+		}
+		if !l.armed {
+			return true, true, fmt.Errorf("stagefsm: %s: state %s blocks for a control event, but the queue is closed, "+
+				"its closure maps to no event and no state timeout is armed: %w", l.name, stateName[S]{l.state}, ErrControlClosed)
+		}
+		// Only the state timeout (or ctx) can end this wait: nothing will
+		// ever arrive, and the wake token was drained by take.
+		return true, false, l.block(ctx, nil)
+	default: // takeEmpty
+		if l.ctl.mode != ControlBlock {
+			return false, false, nil
+		}
+		return true, false, l.block(ctx, l.ctl.queue.wake)
+	}
+}
+
+// block waits in a Block state until wake is signalled, the armed state
+// timeout falls due, or ctx is done. The caller's next iteration takes the
+// event or fires the timeout.
+func (l *loop[S, E, C, A]) block(ctx context.Context, wake <-chan struct{}) error {
+	var due <-chan time.Time
+	if l.armed {
+		wait := time.Until(l.deadline)
+		if wait <= 0 {
+			return nil
+		}
+		if l.timer == nil {
+			l.timer = time.NewTimer(wait)
+		} else {
+			l.timer.Reset(wait)
+		}
+		defer l.timer.Stop()
+		due = l.timer.C
+	}
+	select {
+	case <-wake:
+		return nil
+	case <-due:
+		return nil
+	case <-ctx.Done():
+		return l.canceled(ctx, nil)
+	}
+}
+
+// closure asks the supervisor, at most once per state entered and never
+// after it returned an event, what a closed control queue means now.
+func (l *loop[S, E, C, A]) closure() (event E, ok bool, err error) {
+	if l.ctl.policy == nil || l.ctl.closedSent || l.ctl.closedAsked {
+		return event, false, nil
+	}
+	l.ctl.closedAsked = true
+	event, ok, err = l.callControlClosed()
+	if err != nil {
+		return event, false, fmt.Errorf("stagefsm: %s: ControlClosed in state %s: %w", l.name, stateName[S]{l.state}, err)
+	}
+	l.ctl.closedSent = ok
+	return event, ok, nil
+}
+
+// refreshControl reads the control mode of the state just entered.
+func (l *loop[S, E, C, A]) refreshControl() error {
+	mode, err := l.callControlMode()
+	if err != nil {
+		return fmt.Errorf("stagefsm: %s: ControlMode in state %s: %w", l.name, stateName[S]{l.state}, err)
+	}
+	if mode > ControlIgnore {
+		return fmt.Errorf("stagefsm: %s: ControlMode in state %s returned the unknown mode %v", l.name, stateName[S]{l.state}, mode)
+	}
+	l.ctl.mode, l.ctl.closedAsked = mode, false
+	return nil
 }
 
 // controlWake is the channel an idle wait also selects on: the control
 // queue's wake channel when the current state polls, else nil (never
 // ready).
 func (l *loop[S, E, C, A]) controlWake() <-chan struct{} {
-	return nil
+	if l.ctl.queue == nil || l.ctl.mode != ControlPoll {
+		return nil
+	}
+	return l.ctl.queue.wake
 }
 
-var _ = time.Now // used by the block wait
+func (l *loop[S, E, C, A]) callControlMode() (mode ControlMode, err error) {
+	if l.opts.recoverPanics {
+		defer recoverTo(&err)
+	}
+	return l.ctl.policy.ControlMode(l.state), nil
+}
+
+func (l *loop[S, E, C, A]) callControlClosed() (event E, ok bool, err error) {
+	if l.opts.recoverPanics {
+		defer recoverTo(&err)
+	}
+	event, ok = l.ctl.policy.ControlClosed(l.state)
+	return event, ok, nil
+}

@@ -1,5 +1,11 @@
 package stagefsm
 
+import (
+	"errors"
+	"fmt"
+	"runtime/debug"
+)
+
 // Observer receives typed callbacks from [Run] for what the loop commits, so
 // that metrics or tracing can be added to a stage without forking it. Set it
 // with [WithObserver]; a nil field is not called. Observer is a struct of
@@ -48,4 +54,66 @@ type Observer[S, E any] struct {
 	// and Run's result (nil on success). When BuildStateMachine failed the
 	// state is the initial one given to Run.
 	OnExit func(state S, err error)
+}
+
+// The loop's hook sites. Each is reached only when l.obs is not nil, and
+// recovers a panic of the callback (unless panics are not to be recovered)
+// into an error that ends Run.
+
+func (l *loop[S, E, C, A]) onTransition(from S, event E, actions int) (err error) {
+	if l.opts.recoverPanics {
+		defer l.recoverObserver("OnTransition", &err)
+	}
+	if f := l.obs.OnTransition; f != nil {
+		f(from, event, l.state, actions)
+	}
+	return nil
+}
+
+func (l *loop[S, E, C, A]) onFailure(from S, event E, cause error) (err error) {
+	if l.opts.recoverPanics {
+		defer l.recoverObserver("OnFailure", &err)
+	}
+	if f := l.obs.OnFailure; f != nil {
+		f(from, event, l.state, cause)
+	}
+	return nil
+}
+
+func (l *loop[S, E, C, A]) onComplete(result error) (err error) {
+	if l.opts.recoverPanics {
+		defer l.recoverObserver("OnComplete", &err)
+	}
+	if f := l.obs.OnComplete; f != nil {
+		f(l.state, result)
+	}
+	return nil
+}
+
+// onExit calls OnExit with Run's result and returns the result Run then
+// returns: result itself, joined with the callback's panic if any.
+func (l *loop[S, E, C, A]) onExit(result error) error {
+	if err := l.callOnExit(result); err != nil {
+		return errors.Join(result, err)
+	}
+	return result
+}
+
+func (l *loop[S, E, C, A]) callOnExit(result error) (err error) {
+	if l.opts.recoverPanics {
+		defer l.recoverObserver("OnExit", &err)
+	}
+	if f := l.obs.OnExit; f != nil {
+		f(l.state, result)
+	}
+	return nil
+}
+
+// recoverObserver, deferred, turns a panic of an observer callback into the
+// error that ends Run.
+func (l *loop[S, E, C, A]) recoverObserver(callback string, err *error) {
+	if v := recover(); v != nil {
+		*err = fmt.Errorf("stagefsm: %s: observer %s in state %s: %w",
+			l.name, callback, stateName[S]{l.state}, &PanicError{Value: v, Stack: debug.Stack()})
+	}
 }

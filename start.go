@@ -2,7 +2,12 @@ package stagefsm
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
 	"sync"
+
+	"go.uber.org/zap"
 )
 
 // Change is one state change the machine committed, as delivered by
@@ -34,7 +39,7 @@ type Stage[S, E any] struct {
 	done      chan struct{}
 	queue     *controlQueue[E]
 	stopEvent E
-	canStop   bool
+	stopErr   error // why Stop cannot send: ErrNoStopEvent, or StopEvent panicked
 
 	mu      sync.Mutex // guards the fields below
 	state   S
@@ -48,13 +53,27 @@ type Stage[S, E any] struct {
 	waiters map[*stateWaiter[S]]struct{}
 }
 
-type stateSub[S any] struct{ ch chan S }
+// stateSub is a Subscribe channel; stop releases its context.AfterFunc.
+type stateSub[S any] struct {
+	ch   chan S // capacity 1: the latest state not yet read
+	stop func() bool
+}
 
-type changeSub[S, E any] struct{ ch chan Change[S, E] }
+// changeSub is a Changes channel.
+type changeSub[S, E any] struct {
+	ch   chan Change[S, E]
+	stop func() bool
+}
 
+// stateWaiter is a WaitState call waiting for a matching state.
 type stateWaiter[S any] struct {
 	pred func(S) bool
-	ch   chan S // capacity 1: the first matching state
+	done chan waitResult[S] // capacity 1; sent to once
+}
+
+type waitResult[S any] struct {
+	state S
+	err   error
 }
 
 // Start runs [Run] for h in a new goroutine and returns its handle. The
@@ -73,7 +92,185 @@ type stateWaiter[S any] struct {
 //
 // Until the machine's first transition [Stage.State] reports initial.
 func Start[S, E, C any, A Action[C]](ctx context.Context, h HandlerSupervised[S, E, C, A], initial S, c C, opts ...Option) *Stage[S, E] {
-	panic("not implemented yet")
+	o := newOptions(opts)
+	ctx, cancel := context.WithCancel(ctx)
+	s := &Stage[S, E]{
+		cancel: cancel,
+		done:   make(chan struct{}),
+		queue:  newControlQueue[E](o.controlCap),
+		state:  initial,
+	}
+	s.stopEvent, s.stopErr = stopEventOf[E](h, o.recoverPanics)
+	go func() {
+		defer cancel()
+		err := run(ctx, h, initial, c, &o, s)
+		if n := s.queue.stop(); n > 0 {
+			o.logger.Warn("stage ended with control events not delivered", zap.Int("undelivered", n))
+		}
+		s.finish(err)
+	}()
+	return s
+}
+
+// stopEventOf asks h for its graceful stop event, once.
+func stopEventOf[E any](h any, recoverPanics bool) (event E, err error) {
+	st, ok := h.(Stoppable[E])
+	if !ok {
+		return event, ErrNoStopEvent
+	}
+	if recoverPanics {
+		defer func() {
+			if v := recover(); v != nil {
+				err = fmt.Errorf("stagefsm: StopEvent: %w", &PanicError{Value: v, Stack: debug.Stack()})
+			}
+		}()
+	}
+	return st.StopEvent(), nil
+}
+
+// observer returns the Observer through which the loop publishes to s,
+// calling user's callbacks (if any) after s has published.
+func (s *Stage[S, E]) observer(user *Observer[S, E]) *Observer[S, E] {
+	if user == nil {
+		user = &Observer[S, E]{}
+	}
+	onTransition, onFailure, onExit := user.OnTransition, user.OnFailure, user.OnExit
+	return &Observer[S, E]{
+		OnTransition: func(from S, event E, to S, actions int) {
+			s.publish(from, event, to, nil)
+			if onTransition != nil {
+				onTransition(from, event, to, actions)
+			}
+		},
+		OnFailure: func(from S, event E, to S, cause error) {
+			s.publish(from, event, to, cause)
+			if onFailure != nil {
+				onFailure(from, event, to, cause)
+			}
+		},
+		OnComplete: user.OnComplete,
+		OnExit: func(state S, err error) {
+			s.exit(state)
+			if onExit != nil {
+				onExit(state, err)
+			}
+		},
+	}
+}
+
+// publish records a committed change and hands it to every reader without
+// waiting for any. It is called from the loop's goroutine only.
+func (s *Stage[S, E]) publish(from S, event E, to S, cause error) {
+	s.mu.Lock()
+	s.seq++
+	s.state = to
+	change := Change[S, E]{Seq: s.seq, From: from, Event: event, To: to, Err: cause}
+	for sub := range s.subs {
+		offerLatest(sub.ch, to)
+	}
+	for sub := range s.changes {
+		offerDropOldest(sub.ch, change)
+	}
+	s.mu.Unlock()
+	s.notifyWaiters(to)
+}
+
+// exit records the final state when Run is about to return. After a commit
+// it is the state already published; it differs only when the stage never
+// committed a transition (the machine may report another state than the
+// one given to Start, or was never built).
+func (s *Stage[S, E]) exit(state S) {
+	s.mu.Lock()
+	if s.seq > 0 {
+		s.mu.Unlock()
+		return
+	}
+	s.state = state
+	for sub := range s.subs {
+		offerLatest(sub.ch, state)
+	}
+	s.mu.Unlock()
+	s.notifyWaiters(state)
+}
+
+// finish records Run's result and ends every subscription and wait. The
+// queue was stopped before, so that a Send after Done fails.
+func (s *Stage[S, E]) finish(err error) {
+	s.mu.Lock()
+	s.err, s.ended = err, true
+	final := s.state
+	for sub := range s.subs {
+		sub.stop()
+		close(sub.ch)
+	}
+	for sub := range s.changes {
+		sub.stop()
+		close(sub.ch)
+	}
+	s.subs, s.changes = nil, nil
+	s.mu.Unlock()
+
+	s.waitMu.Lock()
+	for w := range s.waiters {
+		w.done <- waitResult[S]{final, fmt.Errorf("stagefsm: stage finished in state %v: %w", stateName[S]{final}, ErrStageDone)}
+	}
+	s.waiters = nil
+	s.waitMu.Unlock()
+	close(s.done)
+}
+
+// notifyWaiters resolves the WaitState calls whose predicate state matches.
+func (s *Stage[S, E]) notifyWaiters(state S) {
+	s.waitMu.Lock()
+	defer s.waitMu.Unlock()
+	for w := range s.waiters {
+		if ok, err := matches(w.pred, state); ok || err != nil {
+			w.done <- waitResult[S]{state, err}
+			delete(s.waiters, w)
+		}
+	}
+}
+
+// matches calls a WaitState predicate, turning a panic into an error.
+func matches[S any](pred func(S) bool, state S) (ok bool, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("stagefsm: WaitState predicate: %w", &PanicError{Value: v, Stack: debug.Stack()})
+		}
+	}()
+	return pred(state), nil
+}
+
+// offerLatest replaces the unread value of a capacity-1 channel with v.
+// Only the publisher sends, under Stage.mu, so the second send always
+// finds room; the default cases only make that explicit.
+func offerLatest[T any](ch chan T, v T) {
+	select {
+	case <-ch:
+	default:
+	}
+	select {
+	case ch <- v:
+	default:
+	}
+}
+
+// offerDropOldest sends v, dropping the oldest unread value when the
+// buffer is full.
+func offerDropOldest[T any](ch chan T, v T) {
+	select {
+	case ch <- v:
+		return
+	default:
+	}
+	select {
+	case <-ch:
+	default:
+	}
+	select {
+	case ch <- v:
+	default:
+	}
 }
 
 // Send queues the control event e, waiting while the queue is full. It
@@ -124,7 +321,45 @@ func (s *Stage[S, E]) State() S {
 // that final state and an error wrapping [ErrStageDone]; if ctx is done
 // first, the latest state and ctx.Err().
 func (s *Stage[S, E]) WaitState(ctx context.Context, pred func(S) bool) (S, error) {
-	panic("not implemented yet")
+	if pred == nil {
+		return s.State(), errors.New("stagefsm: WaitState called with a nil predicate")
+	}
+	s.waitMu.Lock()
+	s.mu.Lock()
+	state, ended := s.state, s.ended
+	s.mu.Unlock()
+	ok, err := matches(pred, state)
+	switch {
+	case ok || err != nil:
+		s.waitMu.Unlock()
+		return state, err
+	case ended:
+		s.waitMu.Unlock()
+		return state, fmt.Errorf("stagefsm: stage finished in state %v: %w", stateName[S]{state}, ErrStageDone)
+	}
+	// Registered under waitMu before any later publication or finish can
+	// look at the waiters, so no state is missed.
+	w := &stateWaiter[S]{pred: pred, done: make(chan waitResult[S], 1)}
+	if s.waiters == nil {
+		s.waiters = make(map[*stateWaiter[S]]struct{})
+	}
+	s.waiters[w] = struct{}{}
+	s.waitMu.Unlock()
+
+	select {
+	case r := <-w.done:
+		return r.state, r.err
+	case <-ctx.Done():
+		s.waitMu.Lock()
+		delete(s.waiters, w)
+		s.waitMu.Unlock()
+		select {
+		case r := <-w.done: // resolved meanwhile
+			return r.state, r.err
+		default:
+			return s.State(), ctx.Err()
+		}
+	}
 }
 
 // Subscribe returns a channel that delivers the stage's latest state. It
@@ -135,7 +370,27 @@ func (s *Stage[S, E]) WaitState(ctx context.Context, pred func(S) bool) (S, erro
 // state (if not already read) and is then closed. It is closed as well when
 // ctx is done; the subscription then ends and its resources are freed.
 func (s *Stage[S, E]) Subscribe(ctx context.Context) <-chan S {
-	panic("not implemented yet")
+	sub := &stateSub[S]{ch: make(chan S, 1)}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub.ch <- s.state
+	if s.ended {
+		close(sub.ch)
+		return sub.ch
+	}
+	if s.subs == nil {
+		s.subs = make(map[*stateSub[S]]struct{})
+	}
+	s.subs[sub] = struct{}{}
+	sub.stop = context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.subs[sub]; ok {
+			delete(s.subs, sub)
+			close(sub.ch)
+		}
+	})
+	return sub.ch
 }
 
 // Changes returns a channel of the state changes the stage commits from now
@@ -148,7 +403,26 @@ func (s *Stage[S, E]) Subscribe(ctx context.Context) <-chan S {
 // channel is closed when the stage finishes (after its last change) or when
 // ctx is done. On a stage that has finished it is closed at once.
 func (s *Stage[S, E]) Changes(ctx context.Context, buffer int) <-chan Change[S, E] {
-	panic("not implemented yet")
+	sub := &changeSub[S, E]{ch: make(chan Change[S, E], max(buffer, 1))}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		close(sub.ch)
+		return sub.ch
+	}
+	if s.changes == nil {
+		s.changes = make(map[*changeSub[S, E]]struct{})
+	}
+	s.changes[sub] = struct{}{}
+	sub.stop = context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.changes[sub]; ok {
+			delete(s.changes, sub)
+			close(sub.ch)
+		}
+	})
+	return sub.ch
 }
 
 // Done returns a channel that is closed when the stage has finished: Run
@@ -177,7 +451,14 @@ func (s *Stage[S, E]) Wait(ctx context.Context) error {
 // [Stage.Abort] to force it. Without a stop event Stop returns
 // [ErrNoStopEvent] at once and sends nothing.
 func (s *Stage[S, E]) Stop(ctx context.Context) error {
-	panic("not implemented yet")
+	if s.stopErr != nil {
+		return s.stopErr
+	}
+	err := s.queue.send(ctx, s.stopEvent)
+	if err != nil && !errors.Is(err, ErrStageDone) && !errors.Is(err, ErrControlClosed) {
+		return err
+	}
+	return s.Wait(ctx)
 }
 
 // Abort cancels the stage's context: Run stops promptly, writes no
