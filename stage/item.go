@@ -16,7 +16,10 @@ import "fmt"
 // [WithDeadLetter]), as Item[any].
 type Item[T any] struct {
 	// Payload is the user's value. It is the zero value for an error item
-	// that a source reported without a payload.
+	// that a source reported without a payload, and for an error item that
+	// failed before a transform that changes the item type: such an item
+	// still travels to the sink, and its dead letter carries the original
+	// payload.
 	Payload T
 	// Err is nil for an ok item, and the cause for an error item.
 	Err error
@@ -25,6 +28,26 @@ type Item[T any] struct {
 	Origin string
 	// Seq numbers the items Origin emitted, from 1, in emission order.
 	Seq uint64
+
+	carried any // the payload of an error item that crossed a type change
+}
+
+// payload returns the item's payload for a dead letter.
+func (it Item[T]) payload() any {
+	if it.carried != nil {
+		return it.carried
+	}
+	return it.Payload
+}
+
+// passOn returns the error item it as an item of the next stage's type.
+// When the types are the same the item passes untouched; otherwise its
+// payload is carried along, boxed, for the dead letter.
+func passOn[I, O any](it Item[I]) Item[O] {
+	if same, ok := any(it).(Item[O]); ok {
+		return same
+	}
+	return Item[O]{Err: it.Err, Origin: it.Origin, Seq: it.Seq, carried: it.payload()}
 }
 
 // IsError reports whether the item's status is error. It lets
