@@ -3,6 +3,8 @@ package stage_test
 import (
 	"context"
 	"io"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -114,4 +116,49 @@ func BenchmarkPipeline(b *testing.B) {
 		runPipeline(b, benchItems)
 	}
 	reportPerItem(b, time.Since(start), "ns/item")
+}
+
+// BenchmarkIdleStageMemory starts a pipeline of idleTransforms transforms
+// whose source has no input yet, and reports the memory (heap and stacks,
+// after a collection) each idle stage costs.
+func BenchmarkIdleStageMemory(b *testing.B) {
+	const idleTransforms = 1000
+	var total uint64
+	for b.Loop() {
+		release := make(chan struct{})
+		src := stage.SourceFunc[int](func(ctx context.Context, _ func(int)) error {
+			select {
+			case <-release:
+				return io.EOF
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+		c := stage.From("src", src)
+		for i := range idleTransforms {
+			c = stage.Then(c, "t"+strconv.Itoa(i), stage.TransformFunc[int, int](func(_ context.Context, v int, emit func(int)) error {
+				emit(v)
+				return nil
+			}))
+		}
+		p := stage.To(c, "sink", stage.SinkFunc[int](func(context.Context, int) error { return nil }))
+		before := memInUse()
+		if err := p.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		total += memInUse() - before
+		close(release)
+		if err := p.Wait(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(total)/float64(b.N*(idleTransforms+2)), "bytes/stage")
+	b.ReportMetric(0, "ns/op")
+}
+
+func memInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc + ms.StackInuse
 }

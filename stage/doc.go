@@ -40,7 +40,7 @@
 // [stagefsm.RunIfNotError]) and the sink stage hands it to the dead-letter
 // writer ([WithDeadLetter]) instead of the sink's handler. Nothing is
 // dropped: every item is emitted once and ends once, delivered or
-// dead-lettered, and [Pipeline.Stats] proves it —
+// dead-lettered, and [Pipeline.Stats] proves it:
 // Emitted == Delivered + DeadLettered once the pipeline has ended (see
 // [Counts]).
 //
@@ -73,9 +73,10 @@
 // # When a stage fails
 //
 // The failure of one stage drains the others:
-//   - the failed stage enters Failed, forwards end of input downstream, and
-//     dead-letters, with [ErrStageFailed], the items it held and every item
-//     that still reaches its input until its upstream ends;
+//   - the failed stage sends on what it had produced from the items it
+//     consumed, enters Failed, forwards end of input downstream, and
+//     dead-letters, with [ErrStageFailed], the inputs it had not processed
+//     and every item that still reaches its input until its upstream ends;
 //   - the source is asked to drain ([Pipeline.Drain]), so upstream stops
 //     producing and finishes what is in flight (into the failed stage's
 //     dead letters);
