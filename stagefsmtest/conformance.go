@@ -15,19 +15,21 @@ import (
 // does not handle. A handful of cases is enough; list at least one of each
 // kind the machine has.
 type MachineSpec[S comparable, E, C, A any] struct {
-	// New returns a new machine whose state is initial, and the stage
-	// context to pass to its Handle. It is called once or more per case.
-	// Required.
-	New func(initial S) (stagefsm.Machine[S, E, C, A], C, error)
+	// New returns a new machine whose state is initial, as a supervisor's
+	// BuildStateMachine does. It is called once or more per case. Required.
+	New func(initial S) (stagefsm.Machine[S, E, C, A], error)
+	// Context returns the stage context passed to Handle, for the cases
+	// that have no Context of their own. Nil means the zero C.
+	Context func() C
 
 	// Handled are events the machine handles: in From, Event leads to To.
-	Handled []MachineCase[S, E]
+	Handled []MachineCase[S, E, C]
 	// Rejected are events for which the machine has a transition in From
 	// but whose handler returns an error (To is ignored).
-	Rejected []MachineCase[S, E]
+	Rejected []MachineCase[S, E, C]
 	// Unhandled are events the machine has no transition for in From (To
 	// is ignored).
-	Unhandled []MachineCase[S, E]
+	Unhandled []MachineCase[S, E, C]
 
 	// RetainsActions documents that the slices Handle returns belong to the
 	// machine (a buffer reused by the next Handle, or the machine's own
@@ -38,11 +40,14 @@ type MachineSpec[S comparable, E, C, A any] struct {
 }
 
 // MachineCase is one event of a [MachineSpec]: Event fed in state From, and
-// for a handled event the state To it leads to.
-type MachineCase[S, E any] struct {
-	From  S
-	Event E
-	To    S
+// for a handled event the state To it leads to. Context, if not nil,
+// returns the stage context for this case (a handler may decide on it), in
+// place of [MachineSpec].Context.
+type MachineCase[S, E, C any] struct {
+	From    S
+	Event   E
+	To      S
+	Context func() C
 }
 
 // TestMachine checks that the machines spec describes keep the contract
@@ -102,29 +107,47 @@ func (ck *checker[S, E, C, A]) errorf(format string, args ...any) {
 	ck.t.Errorf("stagefsmtest: machine conformance: %s: %s", ck.name, fmt.Sprintf(format, args...))
 }
 
-// newMachine returns a new machine in state from, or false after reporting
-// why it cannot.
-func (ck *checker[S, E, C, A]) newMachine(from S) (m stagefsm.Machine[S, E, C, A], c C, ok bool) {
+// newMachine returns a new machine in tc's From state and the stage
+// context for tc, or false after reporting why it cannot.
+func (ck *checker[S, E, C, A]) newMachine(tc MachineCase[S, E, C]) (m stagefsm.Machine[S, E, C, A], c C, ok bool) {
 	ck.t.Helper()
 	err := catch(func() error {
 		var err error
-		m, c, err = ck.spec.New(from)
+		m, err = ck.spec.New(tc.From)
 		return err
 	})
 	switch {
 	case err != nil:
-		ck.errorf("New(%v): %v", from, err)
+		ck.errorf("New(%v): %v", tc.From, err)
 		return m, c, false
 	case m == nil:
-		ck.errorf("New(%v) returned a nil machine", from)
+		ck.errorf("New(%v) returned a nil machine", tc.From)
 		return m, c, false
 	}
 	s, ok := ck.state(m)
-	if ok && s != from {
-		ck.errorf("New(%v) returned a machine in state %v", from, s)
+	if ok && s != tc.From {
+		ck.errorf("New(%v) returned a machine in state %v", tc.From, s)
 		return m, c, false
 	}
-	return m, c, ok
+	c, ok2 := ck.context(tc)
+	return m, c, ok && ok2
+}
+
+// context returns the stage context for tc.
+func (ck *checker[S, E, C, A]) context(tc MachineCase[S, E, C]) (c C, ok bool) {
+	ck.t.Helper()
+	f := tc.Context
+	if f == nil {
+		f = ck.spec.Context
+	}
+	if f == nil {
+		return c, true
+	}
+	if err := catch(func() error { c = f(); return nil }); err != nil {
+		ck.errorf("Context: %v", err)
+		return c, false
+	}
+	return c, true
 }
 
 // state reads m's state twice, reporting a panic or an unstable state.
@@ -168,9 +191,9 @@ func (ck *checker[S, E, C, A]) expectState(m stagefsm.Machine[S, E, C, A], want 
 	return ok
 }
 
-func (ck *checker[S, E, C, A]) handled(tc MachineCase[S, E]) {
+func (ck *checker[S, E, C, A]) handled(tc MachineCase[S, E, C]) {
 	ck.t.Helper()
-	m, c, ok := ck.newMachine(tc.From)
+	m, c, ok := ck.newMachine(tc)
 	if !ok {
 		return
 	}
@@ -186,21 +209,25 @@ func (ck *checker[S, E, C, A]) handled(tc MachineCase[S, E]) {
 		return
 	}
 	if !ck.spec.RetainsActions && len(actions) > 0 {
-		ck.callerOwnsActions(tc, m, c, actions)
+		ck.callerOwnsActions(tc, m, actions)
 	}
 	ck.cancelled(tc)
 }
 
 // callerOwnsActions checks that actions, which m returned for tc, belong to
 // the caller.
-func (ck *checker[S, E, C, A]) callerOwnsActions(tc MachineCase[S, E], m stagefsm.Machine[S, E, C, A], c C, actions []A) {
+func (ck *checker[S, E, C, A]) callerOwnsActions(tc MachineCase[S, E, C], m stagefsm.Machine[S, E, C, A], actions []A) {
 	ck.t.Helper()
 	ref := append([]A(nil), actions...)
 	for _, next := range ck.spec.Handled {
 		if next.From != tc.To {
 			continue
 		}
-		if _, ok, err := ck.handle(context.Background(), m, next.Event, c); !ok || err != nil {
+		nc, ok := ck.context(next)
+		if !ok {
+			return
+		}
+		if _, ok, err := ck.handle(context.Background(), m, next.Event, nc); !ok || err != nil {
 			break // reported by next's own case
 		}
 		if !sameActions(actions, ref) {
@@ -210,7 +237,7 @@ func (ck *checker[S, E, C, A]) callerOwnsActions(tc MachineCase[S, E], m stagefs
 		break
 	}
 	clear(actions)
-	m2, c2, ok := ck.newMachine(tc.From)
+	m2, c2, ok := ck.newMachine(tc)
 	if !ok {
 		return
 	}
@@ -227,9 +254,9 @@ func (ck *checker[S, E, C, A]) callerOwnsActions(tc MachineCase[S, E], m stagefs
 }
 
 // cancelled checks that a done context does not wedge the machine.
-func (ck *checker[S, E, C, A]) cancelled(tc MachineCase[S, E]) {
+func (ck *checker[S, E, C, A]) cancelled(tc MachineCase[S, E, C]) {
 	ck.t.Helper()
-	m, c, ok := ck.newMachine(tc.From)
+	m, c, ok := ck.newMachine(tc)
 	if !ok {
 		return
 	}
@@ -261,9 +288,9 @@ func (ck *checker[S, E, C, A]) cancelled(tc MachineCase[S, E]) {
 }
 
 // refused checks a rejected or unhandled event.
-func (ck *checker[S, E, C, A]) refused(tc MachineCase[S, E], unhandled bool) {
+func (ck *checker[S, E, C, A]) refused(tc MachineCase[S, E, C], unhandled bool) {
 	ck.t.Helper()
-	m, c, ok := ck.newMachine(tc.From)
+	m, c, ok := ck.newMachine(tc)
 	if !ok {
 		return
 	}
@@ -288,7 +315,11 @@ func (ck *checker[S, E, C, A]) refused(tc MachineCase[S, E], unhandled bool) {
 		if h.From != tc.From {
 			continue
 		}
-		_, ok, err2 := ck.handle(context.Background(), m, h.Event, c)
+		hc, ok := ck.context(h)
+		if !ok {
+			return
+		}
+		_, ok, err2 := ck.handle(context.Background(), m, h.Event, hc)
 		if !ok {
 			return
 		}
