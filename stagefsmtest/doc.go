@@ -26,8 +26,10 @@
 //     the contract Run relies on, given a [MachineSpec].
 //
 // The wrappers this package puts around a supervisor ([Record],
-// [NewStepper]) keep the optional interfaces Run detects by type assertion,
-// so the stage behaves as it would unwrapped.
+// [NewStepper]) keep the optional interfaces Run and [stagefsm.Start]
+// detect by type assertion ([stagefsm.Controlled], [stagefsm.Stoppable],
+// and [stagefsm.Timed] on the machine), so the stage behaves as it would
+// unwrapped.
 //
 // # Time: timeouts and idle backoff in an instant
 //

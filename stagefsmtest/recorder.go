@@ -99,11 +99,14 @@ func (r *Recorder[S, E]) Completions() []error {
 // routed and every completion call. Pass the result to [stagefsm.Run] (or
 // [NewStepper]) in place of h.
 //
-// The wrapper keeps every optional interface Run looks for: the machines it
-// builds are [stagefsm.Timed] when h's are. It calls h's methods from Run's
-// goroutine as Run would, plus one extra State call before and after each
-// Handle; panics pass through unchanged. A nil h gives a nil supervisor, which
-// Run rejects; a nil rec gives h itself.
+// The result works with [stagefsm.Start] as well, and keeps the optional
+// interfaces Run and Start look for: it is [stagefsm.Stoppable] when h is,
+// it forwards h's [stagefsm.Controlled] policy (and behaves as having none
+// when h has none), and the machines it builds keep their
+// [stagefsm.Timed] timeouts. It calls h's methods from Run's goroutine as
+// Run would, plus one extra State call before and after each Handle; panics
+// pass through unchanged. A nil h gives a nil supervisor, which Run rejects;
+// a nil rec gives h itself.
 func Record[S comparable, E, C any, A stagefsm.Action[C]](rec *Recorder[S, E], h stagefsm.HandlerSupervised[S, E, C, A]) stagefsm.HandlerSupervised[S, E, C, A] {
 	if rec == nil {
 		return h

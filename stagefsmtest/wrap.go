@@ -21,20 +21,57 @@ type probe[S, E any] interface {
 	completed(err error)
 }
 
-// wrap returns h with p observing it. The result forwards every optional
-// interface Run detects by type assertion: the machine it builds always
-// implements [stagefsm.Timed], reporting no timeout when the wrapped machine
-// has none, which Run treats exactly like a machine without Timed.
+// wrap returns h with p observing it. The result keeps every optional
+// interface that Run and Start detect by type assertion:
+//
+//   - [stagefsm.Controlled]: the wrapper always implements it, forwarding
+//     to h's or, when h has none, answering ControlPoll and "no event" —
+//     which is what the loop does for a supervisor without it;
+//   - [stagefsm.Stoppable]: the wrapper implements it exactly when h does
+//     (its absence changes what Stage.Stop does);
+//   - [stagefsm.Timed], on the machine: the wrapped machine always
+//     implements it, reporting no timeout when the machine has none, which
+//     Run treats exactly like a machine without Timed.
+//
+// A new optional interface in stagefsm must be added here.
 func wrap[S, E, C any, A stagefsm.Action[C]](h stagefsm.HandlerSupervised[S, E, C, A], p probe[S, E]) stagefsm.HandlerSupervised[S, E, C, A] {
 	if h == nil {
 		return nil // Run reports the nil supervisor
 	}
-	return &supervisor[S, E, C, A]{h: h, p: p}
+	w := &supervisor[S, E, C, A]{h: h, p: p}
+	w.ctl, _ = h.(stagefsm.Controlled[S, E])
+	if st, ok := h.(stagefsm.Stoppable[E]); ok {
+		return &stoppable[S, E, C, A]{supervisor: w, st: st}
+	}
+	return w
 }
 
 type supervisor[S, E, C any, A stagefsm.Action[C]] struct {
-	h stagefsm.HandlerSupervised[S, E, C, A]
-	p probe[S, E]
+	h   stagefsm.HandlerSupervised[S, E, C, A]
+	ctl stagefsm.Controlled[S, E] // nil when h has no control policy
+	p   probe[S, E]
+}
+
+// stoppable is a supervisor whose h is [stagefsm.Stoppable].
+type stoppable[S, E, C any, A stagefsm.Action[C]] struct {
+	*supervisor[S, E, C, A]
+	st stagefsm.Stoppable[E]
+}
+
+func (w *stoppable[S, E, C, A]) StopEvent() E { return w.st.StopEvent() }
+
+func (w *supervisor[S, E, C, A]) ControlMode(state S) stagefsm.ControlMode {
+	if w.ctl == nil {
+		return stagefsm.ControlPoll
+	}
+	return w.ctl.ControlMode(state)
+}
+
+func (w *supervisor[S, E, C, A]) ControlClosed(state S) (event E, ok bool) {
+	if w.ctl == nil {
+		return event, false
+	}
+	return w.ctl.ControlClosed(state)
 }
 
 func (w *supervisor[S, E, C, A]) Name() string                    { return w.h.Name() }
