@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
+	"github.com/looplab/fsm"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/mealy"
 	"github.com/stagefsm/stagefsm/stagefsmtest"
 )
 
@@ -270,4 +274,102 @@ func TestTestMachineWrongSpec(t *testing.T) {
 		"stagefsmtest: machine conformance: Rejected[0] Created --Start-->: Handle returned a nil error and 1 actions, want an error (the spec lists the event as refused)",
 		"stagefsmtest: machine conformance: Unhandled[0] Running --Finish-->: error \"busy\" does not match stagefsm.ErrUnhandledEvent (wrap it with %w)",
 	}, conformance(s))
+}
+
+// The machines this module ships conform. Both run the test machine's FSM;
+// the cases are those of testMachineSpec plus each machine's own.
+
+// mealyDefinition declares the test machine's FSM with mealy.
+func mealyDefinition(t *testing.T, a acts) *mealy.Definition[State, Event, *Ctx, Act] {
+	t.Helper()
+	b := mealy.New[State, Event, *Ctx, Act](func(s State) State { return s }, func(e Event) Kind { return e.Kind })
+	b.Initial(Created)
+	b.FailureEvent(Error)
+	b.State(Created)
+	b.State(Running)
+	b.State(Waiting).Timeout(time.Minute, Event{Kind: Expire})
+	b.State(Done).Terminal()
+	b.State(Failed).Terminal()
+	b.On(Created, Start).To(Running).Do(a.Open)
+	b.On(Running, Wait).To(Waiting)
+	b.On(Waiting, Expire).To(Running).Do(a.Retry)
+	b.On(Running, Finish).Choose(func(_ context.Context, _ State, _ Event, c *Ctx) (State, error) {
+		if c != nil && c.Busy {
+			return Running, errBusy
+		}
+		return Done, nil
+	}, Done).Do(a.Flush, a.Close)
+	b.OnAny(Error).To(Failed).Do(a.Report, a.Close)
+	b.On(Failed, Error).Stay()
+	def, err := b.Build()
+	require.NoError(t, err)
+	return def
+}
+
+func TestMealyConforms(t *testing.T) {
+	def := mealyDefinition(t, newActs(nil))
+	s := testMachineSpec(func(initial State) (stagefsm.Machine[State, Event, *Ctx, Act], error) {
+		return def.New(initial)
+	})
+	s.Handled = append(s.Handled,
+		mcase{From: Running, Event: Event{Kind: Wait}, To: Waiting},
+		mcase{From: Waiting, Event: Event{Kind: Expire}, To: Running},
+		mcase{From: Waiting, Event: Event{Kind: Error}, To: Failed},
+	)
+	s.Unhandled = append(s.Unhandled,
+		mcase{From: Done, Event: Event{Kind: Error}},
+		mcase{From: Created, Event: Event{Kind: Finish}},
+	)
+	s.RetainsActions = true // documented: Handle's slice is valid until the next Handle
+	stagefsmtest.TestMachine(t, s)
+}
+
+// looplabMachine builds the test machine's FSM over looplab/fsm, through
+// stagefsm.FromLooplab. looplab callbacks cannot see the stage context, so
+// the rejected event is Wait, which a before_ callback always vetoes.
+func looplabMachine(a acts) func(State) (stagefsm.Machine[State, Event, *Ctx, Act], error) {
+	names := map[string]State{}
+	for s := Created; s <= Failed; s++ {
+		names[s.String()] = s
+	}
+	kinds := [...]string{Start: "start", Wait: "wait", Expire: "expire", Finish: "finish", Error: "error"}
+	return func(initial State) (stagefsm.Machine[State, Event, *Ctx, Act], error) {
+		f := fsm.NewFSM(initial.String(), fsm.Events{
+			{Name: "start", Src: []string{"Created"}, Dst: "Running"},
+			{Name: "wait", Src: []string{"Running"}, Dst: "Waiting"},
+			{Name: "expire", Src: []string{"Waiting"}, Dst: "Running"},
+			{Name: "finish", Src: []string{"Running"}, Dst: "Done"},
+			{Name: "error", Src: []string{"Created", "Running", "Waiting", "Failed"}, Dst: "Failed"},
+		}, fsm.Callbacks{
+			"before_wait": func(_ context.Context, e *fsm.Event) { e.Cancel(errBusy) },
+		})
+		return stagefsm.FromLooplab(f, stagefsm.LooplabConfig[State, Event, *Ctx, Act]{
+			Event: func(e Event) string { return kinds[e.Kind] },
+			State: func(name string) State { return names[name] },
+			Actions: func(from State, e Event, _ State, _ *Ctx) []Act {
+				switch {
+				case e.Kind == Start:
+					return []Act{a.Open}
+				case e.Kind == Expire:
+					return []Act{a.Retry}
+				case e.Kind == Finish:
+					return []Act{a.Flush, a.Close}
+				case e.Kind == Error && from != Failed:
+					return []Act{a.Report, a.Close}
+				}
+				return nil
+			},
+		})
+	}
+}
+
+func TestLooplabAdapterConforms(t *testing.T) {
+	s := testMachineSpec(looplabMachine(newActs(nil)))
+	s.Handled = append(s.Handled, mcase{From: Waiting, Event: Event{Kind: Expire}, To: Running})
+	s.Rejected = []mcase{{From: Running, Event: Event{Kind: Wait}}}
+	s.Unhandled = append(s.Unhandled,
+		mcase{From: Done, Event: Event{Kind: Error}},
+		mcase{From: Created, Event: Event{Kind: Finish}},
+	)
+	stagefsmtest.TestMachine(t, s)
 }

@@ -59,6 +59,8 @@ const (
 	Error
 )
 
+func (k Kind) String() string { return [...]string{"Start", "Wait", "Expire", "Finish", "Error"}[k] }
+
 // Event is fed to the machine; Err is set for Error.
 type Event struct {
 	Kind Kind
@@ -66,7 +68,7 @@ type Event struct {
 }
 
 func (e Event) String() string {
-	name := [...]string{"Start", "Wait", "Expire", "Finish", "Error"}[e.Kind]
+	name := e.Kind.String()
 	if e.Err != nil {
 		return name + "(" + e.Err.Error() + ")"
 	}
