@@ -24,6 +24,12 @@
 //     diff when they differ from what is expected.
 //   - [TestMachine] checks any [stagefsm.Machine] implementation against
 //     the contract Run relies on, given a [MachineSpec].
+//   - [Source], [Transform] and [Sink] are fake handlers for the ready-made
+//     stages of package [github.com/stagefsm/stagefsm/stage], scripted with
+//     items, errors, panics and slowness, so that one custom handler can be
+//     tested inside a real pipeline between fakes. They implement stage's
+//     interfaces by their method sets alone: this package does not import
+//     stage, so stage's own tests may use it.
 //
 // The wrappers this package puts around a supervisor ([Record],
 // [NewStepper]) keep the optional interfaces Run and [stagefsm.Start]
@@ -55,7 +61,8 @@
 // [stagefsm.WithIdleBackoff]) in fake time, and time.Since(start) tells
 // exactly how long it waited. A dispatch that blocks honouring its context
 // ([BlocksUntil] with a nil release) is cut at a state's deadline the same
-// way. Rules of the bubble:
+// way, and so is a handler's own per-item deadline, or a fake handler's
+// Sleep. Rules of the bubble:
 //
 //   - make everything inside it: the Supervisor's release channels, the
 //     Stepper (whose goroutine and timers must belong to the bubble), the

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/stage"
 	"github.com/stagefsm/stagefsm/stagefsmtest"
 )
 
@@ -256,4 +260,87 @@ func ExampleTestMachine() {
 	stagefsmtest.TestMachine(t, spec)
 	// Output:
 	// stagefsmtest: machine conformance: Handled[0] Created --Start--> Running: the next Handle (Finish) changed the actions this one returned: the machine reuses its slice; document it and set MachineSpec.RetainsActions
+}
+
+// runPipeline runs source → transform → sink and returns how it ended and
+// the causes of its dead letters (their stage.ItemError's Err).
+func runPipeline[I, O any](src stage.Source[I], tr stage.Transform[I, O], sink stage.Sink[O]) (dead []error, err error) {
+	var mu sync.Mutex
+	p := stage.To(stage.Then(stage.From("src", src), "tr", tr), "sink", sink,
+		stage.WithDeadLetter(func(it stage.Item[any]) {
+			mu.Lock()
+			defer mu.Unlock()
+			var ie *stage.ItemError
+			if errors.As(it.Err, &ie) {
+				dead = append(dead, ie.Err)
+			}
+		}))
+	if err := p.Start(context.Background()); err != nil {
+		return nil, err
+	}
+	err = p.Wait(context.Background())
+	mu.Lock()
+	defer mu.Unlock()
+	return dead, err
+}
+
+func ExampleNewSource() {
+	errBad := errors.New("bad record")
+	src := stagefsmtest.NewSource[int]().
+		Emit(1, 2).
+		Fail(errBad).          // one error item, dead-lettered
+		Panic("corrupt page"). // recovered: one error item too
+		Emit(3)                // then end of input
+	sink := stagefsmtest.NewSink[string]()
+
+	dead, err := runPipeline(src, stagefsmtest.NewTransform(strconv.Itoa), sink)
+
+	var pe *stagefsm.PanicError
+	fmt.Println("Wait:", err)
+	fmt.Println("dead letters:", len(dead), errors.Is(dead[0], errBad), errors.As(dead[1], &pe))
+	fmt.Println("emitted:", src.Emitted(), "in", src.Calls(), "calls")
+	fmt.Println("delivered:", sink.Delivered())
+	// Output:
+	// Wait: <nil>
+	// dead letters: 2 true true
+	// emitted: [1 2 3] in 5 calls
+	// delivered: [1 2 3]
+}
+
+func ExampleNewTransform() {
+	errOverflow := errors.New("overflow")
+	src := stagefsmtest.NewSource[int]().Emit(1, 2, 3)
+	tr := stagefsmtest.NewTransform(func(n int) int { return n * n }).
+		FailAt(2, errOverflow).      // the 2nd item fails
+		SleepAt(3, time.Millisecond) // the 3rd is slow
+	sink := stagefsmtest.NewSink[int]()
+
+	dead, err := runPipeline(src, tr, sink)
+
+	fmt.Println("Wait:", err)
+	fmt.Println("dead letters:", len(dead), errors.Is(dead[0], errOverflow))
+	fmt.Println("transform delivered:", tr.Delivered(), "hooks:", tr.Lifecycle())
+	fmt.Println("sink delivered:", sink.Delivered())
+	// Output:
+	// Wait: <nil>
+	// dead letters: 1 true
+	// transform delivered: [1 3] hooks: [Open Drain Close]
+	// sink delivered: [1 9]
+}
+
+func ExampleNewSink() {
+	errFull := errors.New("disk full")
+	src := stagefsmtest.NewSource[int]().Emit(1, 2, 3)
+	sink := stagefsmtest.NewSink[string]().
+		PanicAt(1, "disk gone").        // item 1 dead-lettered
+		FailAt(3, stage.Fatal(errFull)) // fails the stage
+
+	_, err := runPipeline(src, stagefsmtest.NewTransform(strconv.Itoa), sink)
+
+	var se *stage.StageError
+	fmt.Println("failed stage:", errors.As(err, &se), se.Stage, errors.Is(err, errFull))
+	fmt.Println("delivered:", sink.Delivered(), "calls:", sink.Calls())
+	// Output:
+	// failed stage: true sink true
+	// delivered: [2] calls: 3
 }
