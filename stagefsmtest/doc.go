@@ -1,7 +1,8 @@
 // Package stagefsmtest provides what tests of [stagefsm] stages need: a
 // scripted fake supervisor, a driver that runs the real loop one iteration
-// at a time, a recorder with assertion helpers, and a conformance test for
-// machine implementations — as [net/http/httptest] does for handlers.
+// at a time, a recorder with assertion helpers, a conformance test for
+// machine implementations, and fake source, transform and sink handlers for
+// the ready-made stages — as [net/http/httptest] does for HTTP handlers.
 //
 // # The pieces
 //

@@ -226,7 +226,11 @@ type rule[S comparable, E any] struct {
 //
 // Name, StageID and WriterID return "stagefsmtest". EventForActionError
 // returns the failure function's event; WriteCompletionEvent returns the
-// error set with [Supervisor.CompleteWith] (nil by default).
+// error set with [Supervisor.CompleteWith] (nil by default). A Supervisor
+// has no control policy and no stop event; to test a stage under
+// [stagefsm.Start] with them, embed the *Supervisor in a type that adds
+// ControlMode and ControlClosed ([stagefsm.Controlled]) or StopEvent
+// ([stagefsm.Stoppable]).
 type Supervisor[S comparable, E, C any, A stagefsm.Action[C]] struct {
 	t       testing.TB
 	build   func(initial S) (stagefsm.Machine[S, E, C, A], error)
