@@ -160,7 +160,8 @@ func (p *Pipeline) Start(ctx context.Context) error {
 	for _, u := range p.units {
 		u.st = stagefsm.Start(runCtx, supervisor{u}, State{}, u,
 			stagefsm.WithLogger(p.opts.logger),
-			stagefsm.WithObserver(u.observer()))
+			stagefsm.WithObserver(u.observer()),
+			stagefsm.WithControlCapacity(controlCapacity))
 	}
 	go p.supervise(runCtx)
 
@@ -180,6 +181,15 @@ func (p *Pipeline) Start(ctx context.Context) error {
 	}
 	return nil
 }
+
+// controlCapacity is the size of each stage's control queue. A stage is
+// sent at most three control events that matter — Initialize, then Ready,
+// then Start (the source) or Error (a start-up that failed) — each after
+// the previous one was taken, except that Error may follow a Ready not yet
+// taken; the rest are BeginDrain requests to the source, of which one is
+// enough (Drain ignores a full queue). The default of 16 would cost every
+// stage 288 bytes more for the whole of its life.
+const controlCapacity = 4
 
 // gates takes every stage through Initialize and Ready and fires the
 // source. It returns an error when a stage did not get through.

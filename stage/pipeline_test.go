@@ -117,6 +117,30 @@ func TestDrainRequestMidStream(t *testing.T) {
 	}
 }
 
+// TestRepeatedDrainRequests asks for a drain many more times than a
+// stage's control queue holds: the requests past the first are redundant,
+// a full queue ignores them, and the pipeline drains once and loses
+// nothing.
+func TestRepeatedDrainRequests(t *testing.T) {
+	var p *stage.Pipeline
+	sink := &collector[int]{onItem: func(n int) {
+		if n >= 100 && n < 128 { // 28 requests before the first batch ends
+			p.Drain()
+		}
+	}}
+	p = stage.To(stage.From("src", &numbers{n: -1}), "sink", sink)
+	require.NoError(t, run(t, p))
+	for range 100 {
+		p.Drain() // after the end: a no-op
+	}
+	st := assertBalanced(t, p, nil)
+	assert.Zero(t, st.DeadLettered)
+	assert.EqualValues(t, len(sink.items()), st.Stages[0].Counts.Emitted, "every item emitted was delivered")
+	for _, s := range st.Stages {
+		assert.Equal(t, stage.Drained, s.State.Kind, s.Name)
+	}
+}
+
 func TestDrainBeforeStart(t *testing.T) {
 	sink := &collector[int]{}
 	p := stage.To(stage.From("src", &numbers{n: -1}), "sink", sink)
