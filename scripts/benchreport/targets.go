@@ -1,0 +1,206 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Verdicts of a target.
+const (
+	met         = "met"
+	missed      = "**missed**"
+	notMeasured = "not measured"
+	reported    = "reported"
+)
+
+// target is one performance target stated in an issue.
+type target struct {
+	issue string
+	what  string
+	// eval returns the figure that decides the target and the verdict.
+	eval func(r *results, s *scale) (figure, verdict string)
+}
+
+// absent is the verdict of a target whose benchmarks did not run.
+func absent(names ...string) (string, string) {
+	return "benchmark absent: " + strings.Join(names, ", "), notMeasured
+}
+
+// ratioOf returns the ratio of the medians of a and b in unit, and whether
+// both ran.
+func ratioOf(r *results, pkg, a, b, unit string) (float64, bool) {
+	x, y := r.get(pkg, a), r.get(pkg, b)
+	if !x.has(unit) || !y.has(unit) || y.median(unit) == 0 {
+		return 0, false
+	}
+	return x.median(unit) / y.median(unit), true
+}
+
+// maxAllocs returns the largest allocs/op of any sample of the named
+// benchmarks, and whether they all ran.
+func maxAllocs(r *results, pkg string, names ...string) (float64, bool) {
+	most := 0.0
+	for _, n := range names {
+		b := r.get(pkg, n)
+		if !b.has("allocs/op") {
+			return 0, false
+		}
+		most = max(most, slices.Max(b.samples["allocs/op"]))
+	}
+	return most, true
+}
+
+func atMost(v, limit float64) string {
+	if v <= limit {
+		return met
+	}
+	return missed
+}
+
+// ratioTarget is a target "a ≤ limit × b" in unit.
+func ratioTarget(pkg, a, b, unit string, limit float64) func(*results, *scale) (string, string) {
+	return func(r *results, _ *scale) (string, string) {
+		q, ok := ratioOf(r, pkg, a, b, unit)
+		if !ok {
+			return absent(a, b)
+		}
+		return fmt.Sprintf("%s× (%s / %s: %s / %s %s)", num(q), a, b,
+			num(r.get(pkg, a).median(unit)), num(r.get(pkg, b).median(unit)), unit), atMost(q, limit)
+	}
+}
+
+// zeroAllocs is a target "0 allocs/op" for the named benchmarks.
+func zeroAllocs(pkg string, names ...string) func(*results, *scale) (string, string) {
+	return func(r *results, _ *scale) (string, string) {
+		most, ok := maxAllocs(r, pkg, names...)
+		if !ok {
+			return absent(names...)
+		}
+		return fmt.Sprintf("at most %s allocs/op in any run of %s", num(most), strings.Join(names, ", ")), atMost(most, 0)
+	}
+}
+
+var targets = []target{
+	{"#2", "`Run`: a Transition iteration ≤ 1.5× the hand-rolled loop",
+		ratioTarget(".", "RunTransition", "HandRolledTransition", "ns/op", 1.5)},
+	{"#2", "`Run`: a Continue iteration ≤ 1.2× the hand-rolled loop",
+		ratioTarget(".", "RunContinue", "HandRolledContinue", "ns/op", 1.2)},
+	{"#2", "`Run`: 0 allocs/op for Transition and Continue, with the Nop logger and with a production zap logger at Info",
+		zeroAllocs(".", "RunTransition", "RunContinue", "RunTransitionZapInfo", "RunContinueZapInfo")},
+	{"#3", "`mealy`: steady-state `Handle` with a static action list, 0 allocs/op",
+		zeroAllocs("mealy", "Handle/To", "Handle/ToTimed", "Handle/Stay", "Handle/Choose")},
+	{"#3", "`Run` over `mealy` ≤ 4× the hand-rolled baseline (same file, same run)",
+		func(r *results, s *scale) (string, string) {
+			fig, verdict := ratioTarget("mealy", "RunMealy", "Baseline", "ns/op", 4)(r, s)
+			if q, ok := ratioOf(r, "mealy", "RunMealy", "BaselineMealy", "ns/op"); ok {
+				fig += fmt.Sprintf("; against the same hand-rolled loop over the mealy machine (BaselineMealy): %s×", num(q))
+			}
+			return fig, verdict
+		}},
+	{"#3", "looplab adapter: `Handle` ≤ 1.25× looplab's bare `Event`",
+		func(r *results, s *scale) (string, string) {
+			il := r.get(".", "LooplabHandle/interleaved")
+			seq, seqOK := ratioOf(r, ".", "LooplabHandle/adapter", "LooplabHandle/bare-Event", "ns/op")
+			if !il.has("adapter/bare") {
+				if !seqOK {
+					return absent("LooplabHandle/interleaved", "LooplabHandle/adapter", "LooplabHandle/bare-Event")
+				}
+				return fmt.Sprintf("%s× (adapter / bare-Event)", num(seq)), atMost(seq, 1.25)
+			}
+			q := il.median("adapter/bare")
+			lo, hi := il.spread("adapter/bare")
+			fig := fmt.Sprintf("%s× (interleaved batches, median of %d runs, range %s–%s)", num(q), len(il.samples["adapter/bare"]), num(lo), num(hi))
+			if seqOK {
+				fig += fmt.Sprintf("; %s× from the separate adapter and bare-Event rows", num(seq))
+			}
+			return fig, atMost(q, 1.25)
+		}},
+	{"#3", "looplab adapter: no allocations of its own beyond looplab's",
+		func(r *results, _ *scale) (string, string) {
+			a, okA := maxAllocs(r, ".", "LooplabHandle/adapter")
+			b, okB := maxAllocs(r, ".", "LooplabHandle/bare-Event")
+			if !okA || !okB {
+				return absent("LooplabHandle/adapter", "LooplabHandle/bare-Event")
+			}
+			return fmt.Sprintf("%s allocs/op (adapter) vs %s (bare Event)", num(a), num(b)), atMost(a, b)
+		}},
+	{"#4", "Observer: 0 allocs/op in the Transition benchmark when none is set",
+		func(r *results, s *scale) (string, string) {
+			fig, verdict := zeroAllocs(".", "LoopTransition")(r, s)
+			if q, ok := ratioOf(r, ".", "LoopTransitionObserver", "LoopTransition", "ns/op"); ok {
+				fig += fmt.Sprintf("; with an observer set: %s× the time, %s allocs/op", num(q), num(r.get(".", "LoopTransitionObserver").median("allocs/op")))
+			}
+			return fig, verdict
+		}},
+	{"#5", "`Pipeline`: per-item cost ≤ 1.0× a bare 3-goroutine channel pipeline (cap 128); must not exceed 2×",
+		func(r *results, _ *scale) (string, string) {
+			pi := r.get("stage", "PerItem")
+			if !pi.has("ratio") {
+				return absent("PerItem")
+			}
+			q := pi.median("ratio")
+			lo, hi := pi.spread("ratio")
+			fig := fmt.Sprintf("%s× (interleaved, median of %d runs, range %s–%s: %s vs %s ns/item)", num(q), len(pi.samples["ratio"]),
+				num(lo), num(hi), num(pi.median("pipeline-ns/item")), num(pi.median("bare-ns/item")))
+			switch {
+			case q <= 1:
+				return fig, met
+			case q <= 2:
+				return fig, missed + " (within the 2× limit)"
+			default:
+				return fig, missed
+			}
+		}},
+	{"#5", "Memory per idle stage measured and reported",
+		func(r *results, s *scale) (string, string) {
+			var parts []string
+			if b := r.get("stage", "IdleStageMemory"); b.has("bytes/stage") {
+				parts = append(parts, fmt.Sprintf("%s bytes/stage (BenchmarkIdleStageMemory, 1,002 stages, measured right after Start)", num(b.median("bytes/stage"))))
+			}
+			if s != nil {
+				for _, i := range s.Idle {
+					parts = append(parts, fmt.Sprintf("%s bytes/stage (stagescale, %s)", num(i.BytesPerStage), i.Name))
+				}
+			}
+			if len(parts) == 0 {
+				return absent("IdleStageMemory", "stagescale")
+			}
+			return strings.Join(parts, "; "), reported
+		}},
+	{"#5, #7", "10,000 idle stages: ≤ 4 KiB each, goroutine included",
+		func(_ *results, s *scale) (string, string) {
+			if s == nil || len(s.Idle) == 0 {
+				return "stagescale did not run", notMeasured
+			}
+			verdict := met
+			var parts []string
+			for _, i := range s.Idle {
+				parts = append(parts, fmt.Sprintf("%s: %s B (stack %s + heap %s)", i.Name, num(i.BytesPerStage), num(i.StackPerStage), num(i.HeapPerStage)))
+				if i.BytesPerStage > 4096 {
+					verdict = missed
+				}
+			}
+			return strings.Join(parts, "; "), verdict
+		}},
+	{"#5, #7", "10,000 idle stages: CPU while idle indistinguishable from zero",
+		func(_ *results, s *scale) (string, string) {
+			if s == nil || len(s.Idle) == 0 {
+				return "stagescale did not run", notMeasured
+			}
+			verdict := met
+			var parts []string
+			for _, i := range s.Idle {
+				if !i.CPUKnown {
+					return "no getrusage on this platform", notMeasured
+				}
+				ex := excessCPU(i.IdleCPU, i.BaselineCPU, i.Interval)
+				parts = append(parts, fmt.Sprintf("%s: %s over %s (no stage: %s)", i.Name, cpu(i.IdleCPU), i.Interval, cpu(i.BaselineCPU)))
+				if ex > time.Millisecond {
+					verdict = missed
+				}
+			}
+			return strings.Join(parts, "; ") + " — threshold: 1 ms of CPU per second above the no-stage baseline", verdict
+		}},
+}
