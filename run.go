@@ -153,16 +153,19 @@ func (l *loop[S, E, C, A]) iterate(ctx context.Context) (done bool, err error) {
 		dctx = l.dispatchContext(ctx)
 	}
 	d, err := l.dispatch(dctx)
-	if err == nil && d.kind == kindInvalid {
+	zero := err == nil && d.kind == kindInvalid
+	if zero {
 		err = ErrZeroDirective
 	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return true, l.canceled(ctx, err)
 		}
-		if dctx != ctx && dctx.Err() != nil {
+		var pe *PanicError
+		if dctx != ctx && dctx.Err() != nil && !zero && !errors.As(err, &pe) {
 			// Dispatch gave up because the state timed out: not a failure.
-			// The next iteration fires the timeout.
+			// The next iteration fires the timeout. A panic or a zero
+			// directive is a bug whenever it happens: it is routed.
 			return false, nil
 		}
 		return l.route(ctx, &DispatchError{State: stateName[S]{l.state}.String(), Err: err})
