@@ -163,9 +163,11 @@ func (l *loop[S, E, C, A]) iterate(ctx context.Context) (done bool, err error) {
 		}
 		var pe *PanicError
 		if dctx != ctx && dctx.Err() != nil && !zero && !errors.As(err, &pe) {
-			// Dispatch gave up because the state timed out: not a failure.
-			// The next iteration fires the timeout. A panic or a zero
-			// directive is a bug whenever it happens: it is routed.
+			// Dispatch gave up because the state timed out: not a failure,
+			// so the iteration ends a run of failures. The next iteration
+			// fires the timeout. A panic or a zero directive is a bug
+			// whenever it happens: it is routed.
+			l.failures = 0
 			return false, nil
 		}
 		return l.route(ctx, &DispatchError{State: stateName[S]{l.state}.String(), Err: err})

@@ -154,3 +154,38 @@ func TestRunRoutesBugsAfterStateDeadline(t *testing.T) {
 		})
 	}
 }
+
+// TestRunFailureLoopCountResetByTimedOutDispatch: a dispatch that gave up
+// because its state's deadline passed routes no failure, so it ends a run of
+// consecutive failures, as Idle does. Run counted across it and reported
+// ErrFailureLoop for failures that were a state timeout apart.
+func TestRunFailureLoopCountResetByTimedOutDispatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		errTimeoutAction := errors.New("timeout action failed")
+		s := &timedSup{
+			script: []func(context.Context) (stagefsm.Directive[string], error){
+				func(context.Context) (stagefsm.Directive[string], error) { return stagefsm.Idle[string](), nil },
+				func(ctx context.Context) (stagefsm.Directive[string], error) {
+					<-ctx.Done() // blocks until the state's deadline
+					return stagefsm.Directive[string]{}, ctx.Err()
+				},
+			},
+			afterTimeout: "waiting",
+			timeoutFails: errTimeoutAction,
+			afterFailure: "waiting",
+		}
+		start := time.Now()
+
+		// Idle; the timeout fires at 1ms, its action fails (1 in a row).
+		// Dispatch blocks until the deadline at 2ms and gives up (0 in a
+		// row); the timeout fires, its action fails (1 in a row).
+		err := stagefsm.Run(t.Context(), s, "waiting", s, stagefsm.WithMaxConsecutiveFailures(1))
+
+		require.NoError(t, err)
+		require.Len(t, s.routed, 2)
+		for _, r := range s.routed {
+			assert.ErrorIs(t, r, errTimeoutAction)
+		}
+		assert.Equal(t, 2*timedSupAfter, time.Since(start))
+	})
+}
