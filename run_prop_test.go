@@ -4,15 +4,944 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"pgregory.net/rapid"
 
 	"github.com/stagefsm/stagefsm"
 )
+
+// This file checks Run against its contract with random machines and random
+// scripts (pgregory.net/rapid). Every case runs in a testing/synctest bubble,
+// so time is fake, instant and exact, and every case is deterministic (rapid
+// can shrink a failure to a minimal case).
+//
+// The fakes share one propHarness, which plays the supervisor, the machine,
+// the actions and the stage context, and which is also the oracle: it knows
+// at every moment what Run may do next (dispatch, feed an event, run the next
+// action, route a failure, write the completion, or return) and records a
+// violation for anything else. When Run returns, the harness checks that
+// the error is the one the contract names for the situation Run was in.
+//
+// Local soak: go test -run TestRunProperties -rapid.checks=10000 .
+
+// propGrid is the granularity of the durations in a case. Timers that
+// fall due at the same instant would make a case nondeterministic (which
+// goroutine runs first is up to the scheduler), so: state timeouts and idle
+// waits are multiples of propGrid; a sleep in user code is a multiple plus
+// propSkew, so that fewer than propGrid/propSkew sleeps never end on a
+// deadline; and a cancellation by the clock falls half-way between grid
+// points.
+const (
+	propGrid = 100 * time.Microsecond
+	propSkew = time.Nanosecond
+)
+
+// propHorizon is when the harness cancels a Run that has not returned yet (a
+// script may legitimately block until cancellation); propGrace is how long
+// Run then has to return before the case fails.
+const (
+	propHorizon = 5*time.Second + propGrid/4
+	propGrace   = time.Second
+)
+
+// propCallLimit bounds the calls into user code of one case: past it the
+// harness records a runaway loop and cancels.
+const propCallLimit = 100_000
+
+var errPropCancel = errors.New("prop: test cancelled the run")
+
+// propState is a state of a random machine.
+type propState int
+
+func (s propState) String() string { return fmt.Sprintf("s%d", int(s)) }
+
+// propEvent is an event of a random machine: a normal event n, or the
+// failure event with id fail (> 0) that EventForActionError returned.
+type propEvent struct {
+	n    int
+	fail int
+}
+
+func (e propEvent) String() string {
+	if e.fail > 0 {
+		return fmt.Sprintf("failure#%d", e.fail)
+	}
+	return fmt.Sprintf("e%d", e.n)
+}
+
+// propOutcome is what a scripted call into user code does after its sleep.
+type propOutcome uint8
+
+const (
+	propOK       propOutcome = iota
+	propErr                  // returns an error of its own
+	propPanic                // panics with a value that is not an error
+	propPanicErr             // panics with an error of its own
+	propBlock                // blocks until its context is done, returns ctx.Err()
+)
+
+var propOutcomeNames = [...]string{"ok", "err", "panic", "panic(err)", "block"}
+
+func (o propOutcome) String() string { return propOutcomeNames[o] }
+
+// propCall is the script of one call into user code.
+type propCall struct {
+	sleep  time.Duration // spent before acting, ignoring ctx (work in progress)
+	cancel bool          // cancels the run's context while in the call
+	out    propOutcome
+}
+
+func (c propCall) String() string {
+	var b strings.Builder
+	if c.sleep > 0 {
+		fmt.Fprintf(&b, "sleep %v, ", c.sleep)
+	}
+	if c.cancel {
+		b.WriteString("cancel, ")
+	}
+	b.WriteString(c.out.String())
+	return b.String()
+}
+
+// propDirective is what a scripted dispatch returns when its outcome is ok.
+type propDirective uint8
+
+const (
+	propContinue propDirective = iota
+	propIdle
+	propTransition
+	propTerminate
+	propZero
+)
+
+// propStep is one scripted dispatch.
+type propStep struct {
+	propCall
+	directive propDirective
+	event     int
+}
+
+// propEdge is a row of a random machine's table: reject the event, panic,
+// or move to state to and return actions.
+type propEdge struct {
+	reject  bool
+	panic   bool
+	to      int
+	actions []propCall
+}
+
+// propTimeout is a state's timeout; after == 0 means none.
+type propTimeout struct {
+	after time.Duration
+	event int
+}
+
+// propCase is one random case: a machine, a dispatch script and the Run
+// options.
+type propCase struct {
+	states, events int
+	initial        int
+	table          [][]propEdge // [state][event]
+	failure        []propEdge   // [state]: the failure event's edge
+	timeouts       []propTimeout
+	buildErr       bool
+
+	script      []propStep // dispatch k runs script[k]; past its end, Terminate
+	completion  propCall
+	efaePanicAt int // the call of EventForActionError that panics (1-based), 0: none
+
+	maxFailures int  // the failure-loop limit in force
+	setFailures bool // whether it is set by option (else the default)
+	idleInitial time.Duration
+	idleMax     time.Duration
+	setIdle     bool
+	cancelAt    time.Duration // a cancellation by the clock, 0: none
+}
+
+// propPick draws an index with probability proportional to its weight.
+// Rapid shrinks towards index 0, so the benign choice goes first. The
+// weights keep fatal outcomes rare enough that most runs go on for many
+// iterations.
+func propPick(t *rapid.T, label string, weights ...int) int {
+	sum := 0
+	for _, w := range weights {
+		sum += w
+	}
+	n := rapid.IntRange(0, sum-1).Draw(t, label)
+	for i, w := range weights {
+		if n < w {
+			return i
+		}
+		n -= w
+	}
+	panic("unreachable")
+}
+
+// propChance draws true with probability about 1/n.
+func propChance(t *rapid.T, label string, n int) bool {
+	return propPick(t, label, n-1, 1) == 1
+}
+
+func drawPropCall(t *rapid.T, label string) propCall {
+	return propCall{
+		sleep:  rapid.SampledFrom([]time.Duration{0, 0, 0, propSkew, propGrid + propSkew, 10*propGrid + propSkew, 50*propGrid + propSkew}).Draw(t, label+".sleep"),
+		cancel: propChance(t, label+".cancel", 80),
+		out:    propOutcome(propPick(t, label+".out", 40, 6, 2, 2, 1)), // ok, err, panic, panic(err), block
+	}
+}
+
+func drawPropEdge(t *rapid.T, label string, states, maxActions int) propEdge {
+	return propEdge{
+		reject: propChance(t, label+".reject", 15),
+		panic:  propChance(t, label+".panic", 100),
+		to:     rapid.IntRange(0, states-1).Draw(t, label+".to"),
+		actions: rapid.SliceOfN(rapid.Custom(func(t *rapid.T) propCall {
+			return drawPropCall(t, "action")
+		}), 0, maxActions).Draw(t, label+".actions"),
+	}
+}
+
+func drawPropCase(t *rapid.T) *propCase {
+	c := &propCase{
+		states: rapid.IntRange(1, 4).Draw(t, "states"),
+		events: rapid.IntRange(1, 3).Draw(t, "events"),
+	}
+	c.initial = rapid.IntRange(0, c.states-1).Draw(t, "initial")
+	for s := range c.states {
+		row := make([]propEdge, c.events)
+		for e := range row {
+			row[e] = drawPropEdge(t, fmt.Sprintf("edge[s%d,e%d]", s, e), c.states, 3)
+		}
+		c.table = append(c.table, row)
+		c.failure = append(c.failure, drawPropEdge(t, fmt.Sprintf("failure[s%d]", s), c.states, 2))
+		var to propTimeout
+		if propChance(t, fmt.Sprintf("timed[s%d]", s), 3) {
+			to.after = rapid.SampledFrom([]time.Duration{10 * propGrid, 25 * propGrid, 100 * propGrid}).Draw(t, "timeout.after")
+			to.event = rapid.IntRange(0, c.events-1).Draw(t, "timeout.event")
+		}
+		c.timeouts = append(c.timeouts, to)
+	}
+	c.buildErr = propChance(t, "buildErr", 100)
+
+	// Rapid favours short slices; a drawn minimum length makes long scripts
+	// common too (and shrinks to 0).
+	minSteps := rapid.SampledFrom([]int{0, 10, 25}).Draw(t, "minSteps")
+	c.script = rapid.SliceOfN(rapid.Custom(func(t *rapid.T) propStep {
+		s := propStep{propCall: drawPropCall(t, "dispatch")}
+		s.directive = propDirective(propPick(t, "directive", 4, 6, 10, 1, 1)) // continue, idle, transition, terminate, zero
+		s.event = rapid.IntRange(0, c.events-1).Draw(t, "event")
+		return s
+	}), minSteps, 40).Draw(t, "script")
+	c.completion = drawPropCall(t, "completion")
+	if propChance(t, "efaePanic", 15) {
+		c.efaePanicAt = rapid.IntRange(1, 5).Draw(t, "efaePanicAt")
+	}
+
+	c.maxFailures = 100
+	if n := propPick(t, "maxFailures", 4, 1, 2, 2, 1); n > 0 {
+		c.setFailures = true
+		c.maxFailures = n - 1 // 0 means unbounded
+	}
+	c.idleInitial, c.idleMax = time.Millisecond, 10*time.Millisecond
+	if rapid.Bool().Draw(t, "setIdle") {
+		c.setIdle = true
+		c.idleInitial = time.Duration(rapid.IntRange(1, 20).Draw(t, "idleInitial")) * propGrid
+		c.idleMax = c.idleInitial * time.Duration(rapid.IntRange(1, 8).Draw(t, "idleFactor"))
+	}
+	if propChance(t, "cancelByClock", 6) {
+		c.cancelAt = time.Duration(rapid.IntRange(0, 2000).Draw(t, "cancelAt"))*propGrid + propGrid/2
+	}
+	return c
+}
+
+func (c *propCase) options() []stagefsm.Option {
+	var opts []stagefsm.Option
+	if c.setFailures {
+		opts = append(opts, stagefsm.WithMaxConsecutiveFailures(c.maxFailures))
+	}
+	if c.setIdle {
+		opts = append(opts, stagefsm.WithIdleBackoff(c.idleInitial, c.idleMax))
+	}
+	return opts
+}
+
+// propAction is an action returned by the random machine.
+type propAction struct {
+	list int // the Handle call that returned it
+	idx  int
+	call propCall
+}
+
+func (a *propAction) String() string { return fmt.Sprintf("action %d.%d (%v)", a.list, a.idx, a.call) }
+
+// Execute runs the action's script; the harness is the stage context.
+func (a *propAction) Execute(ctx context.Context, h *propHarness) error { return h.execute(ctx, a) }
+
+// propError is the error a scripted call returns or panics with. Each call
+// makes its own, so errors.Is tells which call failed.
+type propError struct{ call int }
+
+func (e *propError) Error() string { return fmt.Sprintf("scripted failure of call %d", e.call) }
+
+// propPhase is what the harness expects Run to do next.
+type propPhase uint8
+
+const (
+	phaseIterate      propPhase = iota // dispatch, fire a due timeout, or return if cancelled
+	phaseEvent                         // feed the event dispatch asked for
+	phaseComplete                      // write the completion (dispatch said Terminate)
+	phaseActions                       // run the next action of the list
+	phaseRoute                         // route the failure (or give up: failure loop)
+	phaseFailureEvent                  // feed the failure event
+	phaseReturn                        // return the error that check accepts
+)
+
+var propPhaseNames = [...]string{"iterate", "event", "complete", "actions", "route", "failure event", "return"}
+
+func (p propPhase) String() string { return propPhaseNames[p] }
+
+// propHarness is the supervisor, the machine and the stage context of one
+// case, and the oracle that checks Run's every call.
+type propHarness struct {
+	c        *propCase
+	t0       time.Time
+	ctx      context.Context // the Run's context
+	cancelFn context.CancelCauseFunc
+	canceled atomic.Int64 // when the context was first cancelled (UnixNano), 0: not yet
+
+	// The machine.
+	state    int
+	armed    bool
+	deadline time.Time
+	handles  int
+
+	// Counters.
+	calls        int
+	dispatches   int
+	efaeCalls    int
+	routed       int // EventForActionError calls that returned
+	failuresFed  int // failure events the machine received
+	completions  int
+	consecutive  int // routed failures since the last iteration that routed none
+	cancelled    bool
+	runawayNoted bool
+
+	// The oracle.
+	phase      propPhase
+	event      propEvent     // phaseEvent, phaseFailureEvent
+	actions    []*propAction // phaseActions
+	next       int           // phaseActions: index of the next action
+	failureRun bool          // phaseActions: the list is a failure transition's
+	cause      func(error) bool
+	causeDesc  string
+	site       string // phaseRoute: "dispatch" or "action"
+	siteState  string // phaseRoute: the state dispatch failed in
+	failedIdx  int    // phaseRoute: the failed action's index
+	check      func(error) bool
+	checkDesc  string
+
+	idleWait   time.Duration // Run's next idle wait, 0 after a reset
+	idleUntil  time.Time     // when the idle wait that is going on ends
+	idling     bool
+	lastReturn time.Time // when the last call into user code returned
+
+	violations []string
+	trace      []string
+}
+
+func newPropHarness(c *propCase, ctx context.Context, cancel context.CancelCauseFunc) *propHarness {
+	now := time.Now()
+	return &propHarness{c: c, t0: now, ctx: ctx, cancelFn: cancel, lastReturn: now}
+}
+
+// cancel cancels the Run's context and notes when. The watchdog calls it
+// too, from its own goroutine.
+func (h *propHarness) cancel() {
+	h.canceled.CompareAndSwap(0, time.Now().UnixNano())
+	h.cancelFn(errPropCancel)
+}
+
+func (h *propHarness) violatef(format string, args ...any) {
+	h.violations = append(h.violations, fmt.Sprintf("[call %d, phase %v] ", h.calls, h.phase)+fmt.Sprintf(format, args...))
+}
+
+func (h *propHarness) tracef(format string, args ...any) {
+	if len(h.trace) < 400 {
+		h.trace = append(h.trace, fmt.Sprintf("%3d %-9v ", h.calls, time.Since(h.t0))+fmt.Sprintf(format, args...))
+	}
+}
+
+// enter counts a call into user code and notes a cancellation that
+// happened while Run was waiting.
+func (h *propHarness) enter(what string) {
+	h.calls++
+	if h.calls == propCallLimit && !h.runawayNoted {
+		h.runawayNoted = true
+		h.violatef("runaway: %d calls into user code", h.calls)
+		h.cancel()
+	}
+	h.cancelled = h.cancelled || h.ctx.Err() != nil
+	h.tracef("%s", what)
+}
+
+// leave records when a call into user code returned.
+func (h *propHarness) leave() {
+	h.lastReturn = time.Now()
+	h.cancelled = h.cancelled || h.ctx.Err() != nil
+}
+
+// propResult is how a scripted call ends: the error to return (block:
+// ctx's error), the value to panic with (nil: none), and what the failure
+// must look like in the error tree of the error Run routes or returns.
+type propResult struct {
+	err   error
+	panic any
+	cause func(error) bool
+	desc  string
+}
+
+// perform plays a scripted call: sleep, maybe cancel, then the outcome.
+func (h *propHarness) perform(ctx context.Context, c propCall) propResult {
+	if c.sleep > 0 {
+		time.Sleep(c.sleep)
+	}
+	if c.cancel {
+		h.tracef("  cancels")
+		h.cancel()
+	}
+	switch c.out {
+	case propErr:
+		e := &propError{call: h.calls}
+		return propResult{err: e, cause: func(err error) bool { return errors.Is(err, e) }, desc: e.Error()}
+	case propPanic:
+		v := fmt.Sprintf("scripted panic of call %d", h.calls)
+		return propResult{panic: v, cause: func(err error) bool { return propHasPanic(err, v) }, desc: v}
+	case propPanicErr:
+		e := &propError{call: h.calls}
+		return propResult{panic: e, cause: func(err error) bool { return errors.Is(err, e) && propHasPanic(err, e) }, desc: "panic(" + e.Error() + ")"}
+	case propBlock:
+		<-ctx.Done()
+		err := ctx.Err()
+		return propResult{err: err, cause: func(e error) bool { return errors.Is(e, err) }, desc: "blocked: " + err.Error()}
+	}
+	return propResult{}
+}
+
+// propHasPanic reports whether a *stagefsm.PanicError with value v is in
+// err's tree. errors.As stops at the first PanicError, which is not enough
+// when an error wraps two of them.
+func propHasPanic(err error, v any) bool {
+	if err == nil {
+		return false
+	}
+	if pe, ok := err.(*stagefsm.PanicError); ok && pe.Value == v {
+		return true
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return propHasPanic(u.Unwrap(), v)
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if propHasPanic(e, v) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// expectReturn says Run must return now with an error check accepts.
+func (h *propHarness) expectReturn(desc string, check func(error) bool) {
+	h.phase, h.check, h.checkDesc = phaseReturn, check, desc
+}
+
+// expectCancelled says Run must return now because ctx is done.
+func (h *propHarness) expectCancelled() {
+	h.expectReturn("cancelled", propIsCancel)
+}
+
+func propIsCancel(err error) bool {
+	return errors.Is(err, context.Canceled) && errors.Is(err, errPropCancel)
+}
+
+// failed moves to phaseRoute (or cancellation) after a failing call.
+func (h *propHarness) failed(site, desc string, cause func(error) bool) {
+	if h.cancelled {
+		h.expectCancelled()
+		return
+	}
+	h.phase, h.site, h.cause, h.causeDesc = phaseRoute, site, cause, desc
+}
+
+// resetFailures notes an iteration that routed no failure.
+func (h *propHarness) resetFailures() { h.consecutive = 0 }
+
+// The supervisor.
+
+func (h *propHarness) Name() string                { return "prop" }
+func (h *propHarness) StageID() stagefsm.StageID   { return "prop-stage" }
+func (h *propHarness) WriterID() stagefsm.WriterID { return "prop-writer" }
+func (h *propHarness) State() propState            { return propState(h.state) }
+func (h *propHarness) stateName() string           { return propState(h.state).String() }
+func (h *propHarness) timedState() (propTimeout, bool) {
+	t := h.c.timeouts[h.state]
+	return t, t.after > 0
+}
+
+func (h *propHarness) BuildStateMachine(initial propState) (stagefsm.Machine[propState, propEvent, *propHarness, *propAction], error) {
+	h.enter("build")
+	defer h.leave()
+	if int(initial) != h.c.initial {
+		h.violatef("BuildStateMachine(%v), want s%d", initial, h.c.initial)
+	}
+	if h.c.buildErr {
+		e := &propError{call: h.calls}
+		h.expectReturn("build error", func(err error) bool { return errors.Is(err, e) })
+		return nil, e
+	}
+	h.commit(int(initial))
+	return h, nil
+}
+
+// commit enters state s and arms its timeout, if it has one.
+func (h *propHarness) commit(s int) {
+	h.state = s
+	to, ok := h.timedState()
+	h.armed = ok
+	if ok {
+		h.deadline = time.Now().Add(to.after)
+	}
+}
+
+// Timeout implements stagefsm.Timed.
+func (h *propHarness) Timeout() (time.Time, propEvent, bool) {
+	to, _ := h.timedState()
+	return h.deadline, propEvent{n: to.event}, h.armed
+}
+
+func (h *propHarness) DispatchState(ctx context.Context, state propState, c *propHarness) (stagefsm.Directive[propEvent], error) {
+	h.enter(fmt.Sprintf("dispatch %v", state))
+	defer h.leave()
+	now := time.Now()
+	switch {
+	case h.phase != phaseIterate:
+		h.violatef("dispatch while Run should %v", h.phase)
+	case h.cancelled:
+		h.violatef("dispatch after the context was cancelled")
+	case int(state) != h.state:
+		h.violatef("dispatch with state %v, machine is in s%d", state, h.state)
+	case c != h:
+		h.violatef("dispatch with a foreign stage context")
+	case h.armed && !now.Before(h.deadline):
+		h.violatef("dispatch at %v past the armed deadline %v instead of firing the timeout", now, h.deadline)
+	case h.idling && !now.Equal(h.idleUntil):
+		h.violatef("dispatch at %v, the idle wait ended at %v", now, h.idleUntil)
+	}
+	h.idling = false
+	if h.armed {
+		if dl, ok := ctx.Deadline(); !ok || !dl.Equal(h.deadline) {
+			h.violatef("dispatch context deadline %v (%v), want the state's %v", dl, ok, h.deadline)
+		}
+	} else if ctx != h.ctx {
+		h.violatef("dispatch context is not Run's context while no timeout is armed")
+	}
+
+	step := propStep{directive: propTerminate}
+	if h.dispatches < len(h.c.script) {
+		step = h.c.script[h.dispatches]
+	}
+	h.dispatches++
+	r := h.perform(ctx, step.propCall)
+	h.cancelled = h.cancelled || h.ctx.Err() != nil
+	h.siteState = h.stateName()
+	timedOut := h.armed && !time.Now().Before(h.deadline)
+	switch {
+	case !h.cancelled && timedOut && (step.out == propErr || step.out == propBlock):
+		// An error returned once the state's deadline has passed is taken
+		// as dispatch giving up because of it: the iteration routes
+		// nothing, and the timeout fires next. A panic, or a zero
+		// directive, is a bug whatever the time: it is routed.
+		h.resetFailures()
+		h.phase = phaseIterate
+		return stagefsm.Directive[propEvent]{}, r.err
+	case step.out != propOK:
+		h.failed("dispatch", r.desc, r.cause)
+		if r.panic != nil {
+			panic(r.panic)
+		}
+		return stagefsm.Directive[propEvent]{}, r.err
+	}
+	switch step.directive {
+	case propContinue:
+		h.resetFailures()
+		h.idleWait = 0
+		h.phase = phaseIterate
+		return stagefsm.Continue[propEvent](), nil
+	case propIdle:
+		h.resetFailures()
+		switch {
+		case h.idleWait == 0:
+			h.idleWait = h.c.idleInitial
+		default:
+			h.idleWait = min(2*h.idleWait, h.c.idleMax)
+		}
+		h.idling, h.idleUntil = true, time.Now().Add(h.idleWait)
+		h.phase = phaseIterate
+		return stagefsm.Idle[propEvent](), nil
+	case propTransition:
+		h.idleWait = 0
+		h.phase, h.event = phaseEvent, propEvent{n: step.event}
+		return stagefsm.Transition(propEvent{n: step.event}), nil
+	case propTerminate:
+		h.phase = phaseComplete
+		return stagefsm.Terminate[propEvent](), nil
+	default:
+		h.failed("dispatch", "zero directive", func(err error) bool { return errors.Is(err, stagefsm.ErrZeroDirective) })
+		return stagefsm.Directive[propEvent]{}, nil
+	}
+}
+
+// Handle is the machine's.
+func (h *propHarness) Handle(ctx context.Context, ev propEvent, c *propHarness) ([]*propAction, error) {
+	h.enter(fmt.Sprintf("handle %v in s%d", ev, h.state))
+	defer h.leave()
+	h.handles++
+	if ctx != h.ctx {
+		h.violatef("Handle with a context that is not Run's")
+	}
+	if c != h {
+		h.violatef("Handle with a foreign stage context")
+	}
+	var edge propEdge
+	switch {
+	case ev.fail > 0:
+		if h.phase != phaseFailureEvent || ev != h.event {
+			h.violatef("failure event %v fed, want phase %v event %v", ev, h.phase, h.event)
+		}
+		h.failuresFed++
+		edge = h.c.failure[h.state]
+	case h.phase == phaseEvent:
+		if ev != h.event {
+			h.violatef("event %v fed, dispatch asked for %v", ev, h.event)
+		}
+		edge = h.c.table[h.state][ev.n]
+	case h.phase == phaseIterate && h.armed && !time.Now().Before(h.deadline):
+		// The state timeout fires: on time, or as soon as the call in
+		// progress at the deadline returned.
+		to, _ := h.timedState()
+		if ev.n != to.event {
+			h.violatef("timeout fired event %v, the state's is e%d", ev, to.event)
+		}
+		if h.cancelled {
+			h.violatef("timeout fired after the context was cancelled")
+		}
+		if want := propLater(h.lastReturn, h.deadline); !time.Now().Equal(want) {
+			h.violatef("timeout fired at %v, want %v (due at %v, last call returned at %v)", time.Now(), want, h.deadline, h.lastReturn)
+		}
+		h.idling = false
+		h.idleWait = 0
+		edge = h.c.table[h.state][ev.n]
+	default:
+		h.violatef("event %v fed with nothing asking for it (timeout armed %v at %v)", ev, h.armed, h.deadline)
+		edge = h.c.table[h.state][ev.n]
+	}
+	failure := ev.fail > 0
+	cause, causeDesc := h.cause, h.causeDesc
+
+	switch {
+	case edge.panic:
+		v := fmt.Sprintf("machine panic in call %d", h.calls)
+		if h.cancelled {
+			h.expectCancelled()
+		} else {
+			h.expectReturn("machine panic", func(err error) bool { return propHasPanic(err, v) })
+		}
+		panic(v)
+	case edge.reject:
+		e := fmt.Errorf("s%d has no edge for %v: %w", h.state, ev, stagefsm.ErrUnhandledEvent)
+		switch {
+		case h.cancelled:
+			h.expectCancelled()
+		case failure:
+			h.expectReturn("failure event rejected ("+causeDesc+")", func(err error) bool {
+				return errors.Is(err, e) && cause(err)
+			})
+		default:
+			h.expectReturn("event rejected", func(err error) bool { return errors.Is(err, e) })
+		}
+		return nil, e
+	}
+	h.commit(edge.to)
+	list := make([]*propAction, len(edge.actions))
+	for i, a := range edge.actions {
+		list[i] = &propAction{list: h.handles, idx: i, call: a}
+	}
+	h.phase, h.actions, h.next, h.failureRun = phaseActions, list, 0, failure
+	h.endOfList()
+	return list, nil
+}
+
+// endOfList moves on when the action list is done.
+func (h *propHarness) endOfList() {
+	if h.phase != phaseActions || h.next < len(h.actions) {
+		return
+	}
+	if !h.failureRun {
+		h.resetFailures()
+	}
+	h.phase = phaseIterate
+}
+
+func (h *propHarness) execute(ctx context.Context, a *propAction) error {
+	h.enter(fmt.Sprintf("execute %v", a))
+	defer h.leave()
+	if ctx != h.ctx {
+		h.violatef("Execute with a context that is not Run's")
+	}
+	switch {
+	case h.phase != phaseActions:
+		h.violatef("%v executed while Run should %v", a, h.phase)
+		return nil
+	case h.next >= len(h.actions) || h.actions[h.next] != a:
+		h.violatef("%v executed, want action %d of list %d", a, h.next, h.handles)
+		return nil
+	}
+	h.next++
+	r := h.perform(ctx, a.call)
+	h.cancelled = h.cancelled || h.ctx.Err() != nil
+	switch {
+	case a.call.out == propOK:
+		h.endOfList()
+		return nil
+	case h.cancelled:
+		h.expectCancelled()
+	case h.failureRun:
+		routing, routingDesc := h.cause, h.causeDesc
+		h.expectReturn("failure action failed: "+r.desc+" (routing "+routingDesc+")", func(err error) bool {
+			return r.cause(err) && routing(err)
+		})
+	default:
+		h.failed("action", r.desc, r.cause)
+		h.failedIdx = a.idx
+	}
+	if r.panic != nil {
+		panic(r.panic)
+	}
+	return r.err
+}
+
+func (h *propHarness) EventForActionError(err error) propEvent {
+	h.enter("EventForActionError")
+	defer h.leave()
+	h.efaeCalls++
+	switch {
+	case h.phase != phaseRoute:
+		h.violatef("failure routed while Run should %v: %v", h.phase, err)
+	case h.cancelled:
+		h.violatef("failure routed after the context was cancelled: %v", err)
+	case !h.cause(err):
+		h.violatef("routed %v, want a failure matching %q", err, h.causeDesc)
+	}
+	h.consecutive++
+	if max := h.c.maxFailures; max > 0 && h.consecutive > max {
+		h.violatef("failure %d in a row routed, the limit is %d", h.consecutive, max)
+	}
+	if h.phase == phaseRoute {
+		h.checkWhere(err)
+	}
+	if h.efaeCalls == h.c.efaePanicAt {
+		v := fmt.Sprintf("EventForActionError panic in call %d", h.calls)
+		h.expectReturn("EventForActionError panic", func(err error) bool { return propHasPanic(err, v) })
+		panic(v)
+	}
+	h.routed++
+	h.phase, h.event = phaseFailureEvent, propEvent{fail: h.routed}
+	return h.event
+}
+
+// checkWhere checks that a routed failure says where it came from.
+func (h *propHarness) checkWhere(err error) {
+	switch h.site {
+	case "dispatch":
+		var de *stagefsm.DispatchError
+		if !errors.As(err, &de) {
+			h.violatef("dispatch failure routed as %T, want *DispatchError", err)
+		} else if de.State != h.siteState {
+			h.violatef("DispatchError.State = %q, want %q", de.State, h.siteState)
+		}
+	case "action":
+		var ae *stagefsm.ActionError
+		if !errors.As(err, &ae) {
+			h.violatef("action failure routed as %T, want *ActionError", err)
+			return
+		}
+		if ae.Index != h.failedIdx || ae.Action != any(h.actions[h.failedIdx]) {
+			h.violatef("ActionError names action %d (%v), want %d", ae.Index, ae.Action, h.failedIdx)
+		}
+		rest := h.actions[h.failedIdx+1:]
+		if len(ae.Skipped) != len(rest) {
+			h.violatef("ActionError.Skipped has %d actions, want %d", len(ae.Skipped), len(rest))
+			return
+		}
+		for i, s := range ae.Skipped {
+			if s != any(rest[i]) {
+				h.violatef("ActionError.Skipped[%d] = %v, want %v", i, s, rest[i])
+			}
+		}
+	}
+}
+
+func (h *propHarness) WriteCompletionEvent(ctx context.Context) error {
+	h.enter("complete")
+	defer h.leave()
+	h.completions++
+	if h.phase != phaseComplete {
+		h.violatef("completion written while Run should %v", h.phase)
+	}
+	if ctx != h.ctx {
+		h.violatef("WriteCompletionEvent with a context that is not Run's")
+	}
+	r := h.perform(ctx, h.c.completion)
+	h.cancelled = h.cancelled || h.ctx.Err() != nil
+	switch {
+	case h.c.completion.out == propOK:
+		h.expectReturn("completed", func(err error) bool { return err == nil })
+	case h.cancelled:
+		h.expectCancelled()
+	default:
+		h.expectReturn("completion failed: "+r.desc, r.cause)
+	}
+	if r.panic != nil {
+		panic(r.panic)
+	}
+	return r.err
+}
+
+// returned checks Run's result against the situation Run was in.
+func (h *propHarness) returned(err error) {
+	h.cancelled = h.cancelled || h.ctx.Err() != nil
+	h.tracef("Run returned: %v", err)
+	switch {
+	case h.phase == phaseReturn:
+		if !h.check(err) {
+			h.violatef("Run returned %v, want %s", err, h.checkDesc)
+		}
+		if !time.Now().Equal(h.lastReturn) {
+			h.violatef("Run returned at %v, its last call returned at %v", time.Now(), h.lastReturn)
+		}
+	case h.cancelled && (h.phase == phaseIterate || h.phase == phaseRoute):
+		if !propIsCancel(err) {
+			h.violatef("Run returned %v after cancellation, want context.Canceled and the cause", err)
+		}
+		// Promptly: when the call in progress at the cancellation returned,
+		// or at once if Run was waiting.
+		if want := propLater(time.Unix(0, h.canceled.Load()), h.lastReturn); !time.Now().Equal(want) {
+			h.violatef("Run returned at %v after cancellation, want %v", time.Now(), want)
+		}
+	case h.phase == phaseRoute:
+		max := h.c.maxFailures
+		switch {
+		case max <= 0 || h.consecutive != max:
+			h.violatef("Run returned %v with a failure not routed (%s) after %d in a row, limit %d",
+				err, h.causeDesc, h.consecutive, max)
+		case !errors.Is(err, stagefsm.ErrFailureLoop) || !h.cause(err):
+			h.violatef("Run returned %v, want ErrFailureLoop wrapping %s", err, h.causeDesc)
+		}
+	default:
+		h.violatef("Run returned %v while it should %v", err, h.phase)
+	}
+	if err != nil && errors.Is(err, context.Canceled) && !h.cancelled {
+		h.violatef("Run returned a cancellation error though nothing cancelled: %v", err)
+	}
+	if h.completions > 1 {
+		h.violatef("completion written %d times", h.completions)
+	}
+	if err == nil && h.completions != 1 {
+		h.violatef("Run returned nil with %d completions", h.completions)
+	}
+}
+
+// TestRunProperties runs random machines under random dispatch scripts and
+// checks, call by call, that Run does exactly what its contract says: it
+// dispatches only between iterations and with the machine's current state,
+// feeds exactly the events asked for (by a Transition, by a due state
+// timeout, on time, or by EventForActionError), runs actions in order and
+// stops at the first failure, routes every failure exactly once and says
+// where it came from, holds the failure-loop limit, honours the idle
+// backoff, writes the completion at most once and only after Terminate,
+// routes nothing and completes nothing once cancelled, and returns the
+// error its doc lists for the situation. goleak (TestMain) checks that no
+// goroutine is left.
+func TestRunProperties(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		c := drawPropCase(rt)
+		rapid.SyncTest(rt, func(st *rapid.T) { runPropCase(st, c) })
+	})
+}
+
+func runPropCase(t *rapid.T, c *propCase) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	h := newPropHarness(c, ctx, cancel)
+
+	finished, watched := make(chan struct{}), make(chan struct{})
+	var backstop, stuck atomic.Bool
+	go func() {
+		defer close(watched)
+		var clock <-chan time.Time
+		if c.cancelAt > 0 {
+			clock = time.After(c.cancelAt)
+		}
+		horizon := time.After(propHorizon)
+		var grace <-chan time.Time
+		for {
+			select {
+			case <-finished:
+				return
+			case <-clock:
+				h.cancel()
+			case <-horizon:
+				backstop.Store(true)
+				h.cancel()
+				grace = time.After(propGrace)
+			case <-grace:
+				// Run is still busy a second after its cancellation. If it
+				// is blocked for good, synctest reports the deadlock.
+				stuck.Store(true)
+				return
+			}
+		}
+	}()
+
+	err := stagefsm.Run(ctx, h, propState(c.initial), h, c.options()...)
+	close(finished)
+	<-watched
+	h.returned(err)
+
+	assert.False(t, stuck.Load(), "Run did not return within %v of its cancellation", propGrace)
+	if backstop.Load() {
+		t.Logf("cancelled at the horizon (the script blocks)")
+	}
+	assert.Equal(t, h.routed, h.failuresFed, "every routed failure reaches the machine exactly once")
+	assert.LessOrEqual(t, h.completions, 1, "completion at most once")
+	if !assert.Empty(t, h.violations) {
+		t.Logf("trace:\n%s", strings.Join(h.trace, "\n"))
+	}
+}
+
+func propLater(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
 
 // Regression tests for the bugs the properties found, each minimised to a
 // plain case.
