@@ -35,10 +35,50 @@
 // A machine that implements [Timed] can arm a deadline per state; Run fires
 // its event on time, also while the stage idles or while dispatch blocks.
 //
+// # Running in the background: the control plane
+//
+// [Start] runs Run in a goroutine it owns and returns a [Stage] handle. The
+// caller sends control events with [Stage.Send] or [Stage.TrySend] (a
+// bounded queue, [WithControlCapacity]; nothing is dropped), reads the state
+// with [Stage.State], waits for one with [Stage.WaitState], follows it with
+// [Stage.Subscribe] (latest state) or [Stage.Changes] (typed transitions),
+// and ends the stage with [Stage.Stop] (graceful: the supervisor's
+// [Stoppable] event), [Stage.Abort] (cancel) or by letting it terminate;
+// [Stage.Wait] returns Run's result. The supervisor says once, per state,
+// how control events are taken ([Controlled]: [ControlPoll],
+// [ControlBlock], [ControlIgnore]) and what a closed queue means; its
+// DispatchState never sees the queue. State is published after every
+// transition the machine commits, terminal ones included, also when Run
+// returns an error.
+//
+// # Concurrency contract of a Stage
+//
+// Every method of [Stage] is safe to call from any goroutine, concurrently,
+// before, during and after the stage runs; none of them can block the
+// stage's loop. Send, Stop, Wait and WaitState wait (bounded by their ctx);
+// TrySend, CloseControl, State, Subscribe, Changes, Done and Abort never
+// wait. Delivery to readers never waits for them: Subscribe keeps only the
+// latest state and Changes drops the oldest unread change when its buffer
+// is full (a gap in [Change.Seq] shows it). The supervisor, the machine,
+// the actions and an [Observer] are still called from the stage's one
+// goroutine only; they must not call the Stage methods that wait (the
+// stage would wait for itself), and a WaitState predicate also runs there.
+//
+// # Observing
+//
+// [WithObserver] sets typed callbacks for every committed transition,
+// routed failure, completion and exit, for metrics or tracing; with no
+// observer the loop pays one nil check. The logger ([WithLogger]) is not an
+// observer: it stays built in, because it reports lifecycle and failures
+// with the stage's identity at fixed levels and is tuned to cost nothing
+// when its level is off, whereas an Observer is for the user's own typed
+// instrumentation.
+//
 // # Options
 //
-// [WithLogger], [WithIdleBackoff], [WithMaxConsecutiveFailures] and
-// [WithRecoverPanics] configure Run. With no options Run logs nothing,
+// [WithLogger], [WithIdleBackoff], [WithMaxConsecutiveFailures],
+// [WithRecoverPanics], [WithObserver] and [WithControlCapacity] configure
+// Run and Start. With no options Run logs nothing,
 // waits 1ms to 10ms between idle dispatches, gives up after 100 failures in
 // a row and recovers panics.
 package stagefsm

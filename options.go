@@ -11,6 +11,7 @@ const (
 	defaultIdleInitial = time.Millisecond
 	defaultIdleMax     = 10 * time.Millisecond
 	defaultMaxFailures = 100
+	defaultControlCap  = 16
 )
 
 // An Option configures [Run].
@@ -24,6 +25,8 @@ type options struct {
 	idleMax       time.Duration
 	maxFailures   int
 	recoverPanics bool
+	controlCap    int
+	observer      any // *Observer[S, E], asserted once when Run starts
 }
 
 func newOptions(opts []Option) options {
@@ -33,6 +36,7 @@ func newOptions(opts []Option) options {
 		idleMax:       defaultIdleMax,
 		maxFailures:   defaultMaxFailures,
 		recoverPanics: true,
+		controlCap:    defaultControlCap,
 	}
 	for _, opt := range opts {
 		if opt != nil {
@@ -102,4 +106,37 @@ func WithMaxConsecutiveFailures(n int) Option {
 // Default: true.
 func WithRecoverPanics(enabled bool) Option {
 	return optionFunc(func(o *options) { o.recoverPanics = enabled })
+}
+
+// WithControlCapacity sets how many control events the queue of a [Stage]
+// holds before [Stage.Send] waits and [Stage.TrySend] returns
+// [ErrControlFull]; events are never dropped. n < 1 falls back to the
+// default. [Run] without [Start] has no control queue and ignores it.
+//
+// Default: 16.
+func WithControlCapacity(n int) Option {
+	return optionFunc(func(o *options) {
+		if n < 1 {
+			n = defaultControlCap
+		}
+		o.controlCap = n
+	})
+}
+
+// WithObserver sets the [Observer] whose callbacks [Run] calls for every
+// committed transition, routed failure, completion and exit. The type
+// arguments must be the stage's state and event types; if they are not, Run
+// returns an error at once (before building the machine) and calls nothing.
+// The observer is copied; an Observer with no callback set is the same as
+// none. A later WithObserver replaces an earlier one.
+//
+// Default: none (no call, no allocation).
+func WithObserver[S, E any](obs Observer[S, E]) Option {
+	return optionFunc(func(o *options) {
+		if obs.OnTransition == nil && obs.OnFailure == nil && obs.OnComplete == nil && obs.OnExit == nil {
+			o.observer = nil
+			return
+		}
+		o.observer = &obs
+	})
 }

@@ -49,19 +49,35 @@ import (
 //   - an error wrapping the error of BuildStateMachine, or an error when h is
 //     nil or builds a nil machine.
 //
+// With an [Observer] or under [Start], Run also returns:
+//   - an error wrapping a [*PanicError] for a panic in an Observer callback
+//     or in a [Controlled] method;
+//   - an error, before anything runs, when [WithObserver] was given other
+//     state and event types than h's;
+//   - under Start, an error wrapping [ErrControlClosed] when a state that
+//     blocks for control events can never get one (see [ControlBlock]).
+//
 // Run calls every method of h, of the machine and of the actions from the
 // calling goroutine, one at a time. Calls to Run with different supervisors
 // may execute concurrently.
 func Run[S, E, C any, A Action[C]](ctx context.Context, h HandlerSupervised[S, E, C, A], initial S, c C, opts ...Option) error {
 	o := newOptions(opts)
-	return run(ctx, h, initial, c, &o)
+	return run(ctx, h, initial, c, &o, nil)
 }
 
-func run[S, E, C any, A Action[C]](ctx context.Context, h HandlerSupervised[S, E, C, A], initial S, c C, o *options) error {
+// run is Run; st is the handle when the stage was started with Start (it
+// adds the control plane and state publication), nil otherwise.
+func run[S, E, C any, A Action[C]](ctx context.Context, h HandlerSupervised[S, E, C, A], initial S, c C, o *options, st *Stage[S, E]) (err error) {
+	l := &loop[S, E, C, A]{h: h, c: c, opts: o, log: o.logger, state: initial}
+	if err := l.attach(st); err != nil {
+		return err
+	}
+	if l.obs != nil {
+		defer func() { err = l.onExit(err) }()
+	}
 	if h == nil {
 		return errors.New("stagefsm: Run called with a nil supervisor")
 	}
-	l := &loop[S, E, C, A]{h: h, c: c, opts: o, log: o.logger}
 	if err := l.start(initial); err != nil {
 		return err
 	}
@@ -97,6 +113,9 @@ type loop[S, E, C any, A Action[C]] struct {
 	armed         bool
 	timeoutCtx    context.Context
 	timeoutCancel context.CancelFunc
+
+	ctl controlPlane[S, E] // control events, when started with Start
+	obs *Observer[S, E]    // nil when there is nothing to notify
 }
 
 func (l *loop[S, E, C, A]) start(initial S) error {
@@ -146,6 +165,11 @@ func (l *loop[S, E, C, A]) iterate(ctx context.Context) (done bool, err error) {
 	if l.armed && !time.Now().Before(l.deadline) {
 		l.idleWait = 0
 		return l.transition(ctx, l.timeoutEvent, "state timeout")
+	}
+	if l.ctl.queue != nil && l.ctl.mode != ControlIgnore {
+		if took, done, err := l.control(ctx); took {
+			return done, err
+		}
 	}
 
 	dctx := ctx
@@ -210,6 +234,11 @@ func (l *loop[S, E, C, A]) transition(ctx context.Context, event E, what string)
 				zap.Stringer("event", stateName[E]{event}), zap.Int("actions", len(actions)))
 		}
 	}
+	if l.obs != nil {
+		if err := l.onTransition(from, event, len(actions)); err != nil {
+			return true, err
+		}
+	}
 	for i, a := range actions {
 		if err := l.execute(ctx, a); err != nil {
 			if ctx.Err() != nil {
@@ -252,6 +281,11 @@ func (l *loop[S, E, C, A]) route(ctx context.Context, cause error) (bool, error)
 		return true, fmt.Errorf("stagefsm: %s: no failure transition in state %s for event %v: %w (routing: %w)",
 			l.name, stateName[S]{from}, event, err, cause)
 	}
+	if l.obs != nil {
+		if err := l.onFailure(from, event, cause); err != nil {
+			return true, err
+		}
+	}
 	for i, a := range actions {
 		if err := l.execute(ctx, a); err != nil {
 			if ctx.Err() != nil {
@@ -266,7 +300,13 @@ func (l *loop[S, E, C, A]) route(ctx context.Context, cause error) (bool, error)
 
 // complete writes the completion event after a Terminate directive.
 func (l *loop[S, E, C, A]) complete(ctx context.Context) error {
-	if err := l.writeCompletion(ctx); err != nil {
+	err := l.writeCompletion(ctx)
+	if l.obs != nil {
+		if oerr := l.onComplete(err); oerr != nil {
+			return oerr
+		}
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return l.canceled(ctx, err)
 		}
@@ -278,7 +318,8 @@ func (l *loop[S, E, C, A]) complete(ctx context.Context) error {
 	return nil
 }
 
-// idle waits per the idle backoff, cut short by ctx or a due state timeout.
+// idle waits per the idle backoff, cut short by ctx, a due state timeout or
+// a control event the current state polls for.
 func (l *loop[S, E, C, A]) idle(ctx context.Context) error {
 	switch {
 	case l.idleWait == 0:
@@ -305,6 +346,9 @@ func (l *loop[S, E, C, A]) idle(ctx context.Context) error {
 	select {
 	case <-l.timer.C:
 		return nil
+	case <-l.controlWake():
+		l.timer.Stop()
+		return nil
 	case <-ctx.Done():
 		l.timer.Stop()
 		return l.canceled(ctx, nil)
@@ -320,14 +364,19 @@ func (l *loop[S, E, C, A]) dispatchContext(ctx context.Context) context.Context 
 	return l.timeoutCtx
 }
 
-// refresh reads the machine's state, and its timeout if it has any, after
-// a Handle call.
+// refresh reads the machine's state, its timeout if it has any, and the
+// state's control mode under Start, after a Handle call.
 func (l *loop[S, E, C, A]) refresh() error {
 	s, err := l.readState()
 	if err != nil {
 		return fmt.Errorf("stagefsm: %s: machine State: %w", l.name, err)
 	}
 	l.state = s
+	if l.ctl.policy != nil {
+		if err := l.refreshControl(); err != nil {
+			return err
+		}
+	}
 	if l.timed == nil {
 		return nil
 	}
