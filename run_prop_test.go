@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -29,7 +30,11 @@ import (
 // violation for anything else. When Run returns, the harness checks that
 // the error is the one the contract names for the situation Run was in.
 //
-// Local soak: go test -run TestRunProperties -rapid.checks=10000 .
+// TestStartProperties runs the same cases under Start, with a control
+// script played against the Stage handle (Send, TrySend, CloseControl,
+// Stop, Abort at random moments) and a random control policy per state.
+//
+// Local soak: go test -run 'TestRunProperties|TestStartProperties' -rapid.checks=10000 .
 
 // propGrid is the granularity of the durations in a case. Timers that
 // fall due at the same instant would make a case nondeterministic (which
@@ -63,18 +68,33 @@ type propState int
 func (s propState) String() string { return fmt.Sprintf("s%d", int(s)) }
 
 // propEvent is an event of a random machine: a normal event n, or the
-// failure event with id fail (> 0) that EventForActionError returned.
+// failure event with id fail (> 0) that EventForActionError returned. A
+// control event carries its send's id ctl (> 0), or stop when Stop sent
+// it; a closure event, closure.
 type propEvent struct {
-	n    int
-	fail int
+	n       int
+	fail    int
+	ctl     int
+	stop    bool
+	closure bool
 }
 
 func (e propEvent) String() string {
-	if e.fail > 0 {
+	switch {
+	case e.fail > 0:
 		return fmt.Sprintf("failure#%d", e.fail)
+	case e.ctl > 0:
+		return fmt.Sprintf("e%d(control#%d)", e.n, e.ctl)
+	case e.stop:
+		return fmt.Sprintf("e%d(stop)", e.n)
+	case e.closure:
+		return fmt.Sprintf("e%d(closure)", e.n)
 	}
 	return fmt.Sprintf("e%d", e.n)
 }
+
+// control reports whether e came through the control queue.
+func (e propEvent) control() bool { return e.ctl > 0 || e.stop }
 
 // propOutcome is what a scripted call into user code does after its sleep.
 type propOutcome uint8
@@ -163,6 +183,46 @@ type propCase struct {
 	idleMax     time.Duration
 	setIdle     bool
 	cancelAt    time.Duration // a cancellation by the clock, 0: none
+
+	// Under Start only.
+	start     bool
+	modes     []stagefsm.ControlMode // [state]
+	closures  []propClosure          // [state]: what a closed queue means
+	stopEvent int
+	capacity  int // of the control queue
+	ops       []propOp
+}
+
+// propClosure is what ControlClosed returns in a state.
+type propClosure struct {
+	ok    bool
+	event int
+}
+
+// propOpKind is what the control script does to the Stage.
+type propOpKind uint8
+
+const (
+	opTrySend propOpKind = iota
+	opSend
+	opClose
+	opStop
+	opAbort
+)
+
+var propOpNames = [...]string{"TrySend", "Send", "CloseControl", "Stop", "Abort"}
+
+func (k propOpKind) String() string { return propOpNames[k] }
+
+// propOp is one step of the control script, at a time of its own: half a
+// grid step plus a microsecond past a grid point, at least a grid step
+// after the previous one, so that it never coincides with any other timer
+// of the case or another step, and Run is blocked (in a wait or in user
+// code) when it happens.
+type propOp struct {
+	at    time.Duration
+	kind  propOpKind
+	event int
 }
 
 // propPick draws an index with probability proportional to its weight.
@@ -208,7 +268,7 @@ func drawPropEdge(t *rapid.T, label string, states, maxActions int) propEdge {
 	}
 }
 
-func drawPropCase(t *rapid.T) *propCase {
+func drawPropCase(t *rapid.T, start bool) *propCase {
 	c := &propCase{
 		states: rapid.IntRange(1, 4).Draw(t, "states"),
 		events: rapid.IntRange(1, 3).Draw(t, "events"),
@@ -258,7 +318,33 @@ func drawPropCase(t *rapid.T) *propCase {
 	if propChance(t, "cancelByClock", 6) {
 		c.cancelAt = time.Duration(rapid.IntRange(0, 2000).Draw(t, "cancelAt"))*propGrid + propGrid/2
 	}
+	if start {
+		drawPropControl(t, c)
+	}
 	return c
+}
+
+// drawPropControl draws the control policy and the control script.
+func drawPropControl(t *rapid.T, c *propCase) {
+	c.start = true
+	for s := range c.states {
+		mode := propPick(t, fmt.Sprintf("mode[s%d]", s), 6, 2, 2) // poll, block, ignore
+		c.modes = append(c.modes, stagefsm.ControlMode(mode))
+		cl := propClosure{ok: propChance(t, fmt.Sprintf("closure[s%d]", s), 2)}
+		cl.event = rapid.IntRange(0, c.events-1).Draw(t, "closure.event")
+		c.closures = append(c.closures, cl)
+	}
+	c.stopEvent = rapid.IntRange(0, c.events-1).Draw(t, "stopEvent")
+	c.capacity = rapid.IntRange(1, 4).Draw(t, "capacity")
+	at := time.Duration(0)
+	c.ops = rapid.SliceOfN(rapid.Custom(func(t *rapid.T) propOp {
+		at += time.Duration(rapid.IntRange(1, 30).Draw(t, "op.after")) * propGrid
+		return propOp{
+			at:    at + propGrid/2 + time.Microsecond,
+			kind:  propOpKind(propPick(t, "op.kind", 10, 10, 2, 1, 1)), // TrySend, Send, CloseControl, Stop, Abort
+			event: rapid.IntRange(0, c.events-1).Draw(t, "op.event"),
+		}
+	}), 0, 20).Draw(t, "ops")
 }
 
 func (c *propCase) options() []stagefsm.Option {
@@ -268,6 +354,9 @@ func (c *propCase) options() []stagefsm.Option {
 	}
 	if c.setIdle {
 		opts = append(opts, stagefsm.WithIdleBackoff(c.idleInitial, c.idleMax))
+	}
+	if c.start {
+		opts = append(opts, stagefsm.WithControlCapacity(c.capacity))
 	}
 	return opts
 }
@@ -312,9 +401,30 @@ func (p propPhase) String() string { return propPhaseNames[p] }
 type propHarness struct {
 	c        *propCase
 	t0       time.Time
-	ctx      context.Context // the Run's context
+	ctx      context.Context // the context given to Run or Start
 	cancelFn context.CancelCauseFunc
 	canceled atomic.Int64 // when the context was first cancelled (UnixNano), 0: not yet
+	aborted  atomic.Bool  // Stage.Abort was called
+	abortFst bool         // ... before any other cancellation
+
+	// runCtx is the context Run passes to user code: ctx under Run; under
+	// Start, Start's own child of ctx, learnt at its first sight.
+	runCtx context.Context
+
+	// The control queue as it should be (under Start). The control script
+	// and the loop both use it: qmu.
+	qmu     sync.Mutex
+	queue   []propEvent
+	qclosed bool
+	closeAt time.Time
+	sentAt  map[propEvent]time.Time
+	ctlSeq  int
+
+	closedAsked bool // ControlClosed was asked in the current state
+	closedSent  bool // a closure event was delivered
+	commits     []propCommit
+
+	logMu sync.Mutex // guards violations and trace (the script adds to them)
 
 	// The machine.
 	state    int
@@ -356,9 +466,34 @@ type propHarness struct {
 	trace      []string
 }
 
+// propCommit is a state change the machine committed.
+type propCommit struct {
+	from, to int
+	event    propEvent
+	cause    func(error) bool // the failure routed, for a failure event
+}
+
 func newPropHarness(c *propCase, ctx context.Context, cancel context.CancelCauseFunc) *propHarness {
 	now := time.Now()
-	return &propHarness{c: c, t0: now, ctx: ctx, cancelFn: cancel, lastReturn: now}
+	h := &propHarness{c: c, t0: now, ctx: ctx, cancelFn: cancel, lastReturn: now, state: c.initial}
+	if !c.start {
+		h.runCtx = ctx
+	}
+	h.sentAt = make(map[propEvent]time.Time)
+	return h
+}
+
+// done reports whether the context of the Run is done.
+func (h *propHarness) done() bool { return h.ctx.Err() != nil || h.aborted.Load() }
+
+// checkCtx checks that user code got the Run's context.
+func (h *propHarness) checkCtx(ctx context.Context, what string) {
+	switch {
+	case h.runCtx == nil:
+		h.runCtx = ctx
+	case ctx != h.runCtx:
+		h.violatef("%s with a context that is not Run's", what)
+	}
 }
 
 // cancel cancels the Run's context and notes when. The watchdog calls it
@@ -369,10 +504,28 @@ func (h *propHarness) cancel() {
 }
 
 func (h *propHarness) violatef(format string, args ...any) {
+	h.logMu.Lock()
+	defer h.logMu.Unlock()
 	h.violations = append(h.violations, fmt.Sprintf("[call %d, phase %v] ", h.calls, h.phase)+fmt.Sprintf(format, args...))
 }
 
+// scriptf and scriptViolatef are the control script's tracef and
+// violatef: they read nothing the loop's goroutine writes.
+func (h *propHarness) scriptf(format string, args ...any) {
+	h.logMu.Lock()
+	defer h.logMu.Unlock()
+	h.trace = append(h.trace, fmt.Sprintf("  script %-9v ", time.Since(h.t0))+fmt.Sprintf(format, args...))
+}
+
+func (h *propHarness) scriptViolatef(format string, args ...any) {
+	h.logMu.Lock()
+	defer h.logMu.Unlock()
+	h.violations = append(h.violations, "[control script] "+fmt.Sprintf(format, args...))
+}
+
 func (h *propHarness) tracef(format string, args ...any) {
+	h.logMu.Lock()
+	defer h.logMu.Unlock()
 	if len(h.trace) < 400 {
 		h.trace = append(h.trace, fmt.Sprintf("%3d %-9v ", h.calls, time.Since(h.t0))+fmt.Sprintf(format, args...))
 	}
@@ -387,14 +540,14 @@ func (h *propHarness) enter(what string) {
 		h.violatef("runaway: %d calls into user code", h.calls)
 		h.cancel()
 	}
-	h.cancelled = h.cancelled || h.ctx.Err() != nil
+	h.cancelled = h.cancelled || h.done()
 	h.tracef("%s", what)
 }
 
 // leave records when a call into user code returned.
 func (h *propHarness) leave() {
 	h.lastReturn = time.Now()
-	h.cancelled = h.cancelled || h.ctx.Err() != nil
+	h.cancelled = h.cancelled || h.done()
 }
 
 // propResult is how a scripted call ends: the error to return (block:
@@ -464,11 +617,14 @@ func (h *propHarness) expectReturn(desc string, check func(error) bool) {
 
 // expectCancelled says Run must return now because ctx is done.
 func (h *propHarness) expectCancelled() {
-	h.expectReturn("cancelled", propIsCancel)
+	h.expectReturn("cancelled", h.isCancel)
 }
 
-func propIsCancel(err error) bool {
-	return errors.Is(err, context.Canceled) && errors.Is(err, errPropCancel)
+// isCancel reports whether err is the cancellation error Run owes: it
+// wraps context.Canceled and the cause of the first cancellation (Abort
+// cancels with no cause of its own).
+func (h *propHarness) isCancel(err error) bool {
+	return errors.Is(err, context.Canceled) && (h.abortFst || errors.Is(err, errPropCancel))
 }
 
 // failed moves to phaseRoute (or cancellation) after a failing call.
@@ -512,7 +668,7 @@ func (h *propHarness) BuildStateMachine(initial propState) (stagefsm.Machine[pro
 
 // commit enters state s and arms its timeout, if it has one.
 func (h *propHarness) commit(s int) {
-	h.state = s
+	h.state, h.closedAsked = s, false
 	to, ok := h.timedState()
 	h.armed = ok
 	if ok {
@@ -541,16 +697,17 @@ func (h *propHarness) DispatchState(ctx context.Context, state propState, c *pro
 		h.violatef("dispatch with a foreign stage context")
 	case h.armed && !now.Before(h.deadline):
 		h.violatef("dispatch at %v past the armed deadline %v instead of firing the timeout", now, h.deadline)
-	case h.idling && !now.Equal(h.idleUntil):
+	case h.idling && !now.Equal(h.idleUntil) && !h.wokenByClosure(now):
 		h.violatef("dispatch at %v, the idle wait ended at %v", now, h.idleUntil)
 	}
+	h.checkControlBeforeDispatch()
 	h.idling = false
 	if h.armed {
 		if dl, ok := ctx.Deadline(); !ok || !dl.Equal(h.deadline) {
 			h.violatef("dispatch context deadline %v (%v), want the state's %v", dl, ok, h.deadline)
 		}
-	} else if ctx != h.ctx {
-		h.violatef("dispatch context is not Run's context while no timeout is armed")
+	} else {
+		h.checkCtx(ctx, "dispatch")
 	}
 
 	step := propStep{directive: propTerminate}
@@ -559,7 +716,7 @@ func (h *propHarness) DispatchState(ctx context.Context, state propState, c *pro
 	}
 	h.dispatches++
 	r := h.perform(ctx, step.propCall)
-	h.cancelled = h.cancelled || h.ctx.Err() != nil
+	h.cancelled = h.cancelled || h.done()
 	h.siteState = h.stateName()
 	timedOut := h.armed && !time.Now().Before(h.deadline)
 	switch {
@@ -608,14 +765,146 @@ func (h *propHarness) DispatchState(ctx context.Context, state propState, c *pro
 	}
 }
 
+// ControlMode implements stagefsm.Controlled: the case's mode of state.
+func (h *propHarness) ControlMode(state propState) stagefsm.ControlMode {
+	if !h.c.start {
+		h.violatef("ControlMode called under Run")
+		return stagefsm.ControlPoll
+	}
+	if int(state) != h.state {
+		h.violatef("ControlMode(%v), machine is in s%d", state, h.state)
+	}
+	return h.c.modes[state]
+}
+
+// ControlClosed implements stagefsm.Controlled: the case's closure event of
+// state, if any.
+func (h *propHarness) ControlClosed(state propState) (propEvent, bool) {
+	h.enter(fmt.Sprintf("ControlClosed(%v)", state))
+	defer h.leave()
+	if !h.c.start {
+		h.violatef("ControlClosed called under Run")
+		return propEvent{}, false
+	}
+	h.qmu.Lock()
+	queued, closed, closeAt := len(h.queue), h.qclosed, h.closeAt
+	h.qmu.Unlock()
+	switch {
+	case h.phase != phaseIterate:
+		h.violatef("ControlClosed asked while Run should %v", h.phase)
+	case !time.Now().Equal(propLater(closeAt, h.lastReturn)):
+		// At once: when the queue was closed (the loop wakes), or when the
+		// call in progress then returned.
+		h.violatef("ControlClosed asked at %v, the queue was closed at %v, the last call returned at %v",
+			time.Now(), closeAt, h.lastReturn)
+	case h.cancelled:
+		h.violatef("ControlClosed asked after the context was cancelled")
+	case int(state) != h.state:
+		h.violatef("ControlClosed(%v), machine is in s%d", state, h.state)
+	case h.c.modes[h.state] == stagefsm.ControlIgnore:
+		h.violatef("ControlClosed asked in s%d, which ignores control events", h.state)
+	case queued > 0 || !closed:
+		h.violatef("ControlClosed asked with %d events queued, closed %v", queued, closed)
+	case h.closedAsked:
+		h.violatef("ControlClosed asked twice in one state")
+	case h.closedSent:
+		h.violatef("ControlClosed asked after a closure event was delivered")
+	}
+	h.closedAsked = true
+	cl := h.c.closures[h.state]
+	ev := propEvent{n: cl.event, closure: true}
+	if cl.ok {
+		h.closedSent = true
+		h.idling, h.idleWait = false, 0
+		h.phase, h.event = phaseEvent, ev
+	}
+	return ev, cl.ok
+}
+
+// StopEvent implements stagefsm.Stoppable.
+func (h *propHarness) StopEvent() propEvent { return propEvent{n: h.c.stopEvent, stop: true} }
+
+// takeControl checks a control event the loop feeds: the state takes
+// control events, it is the oldest queued, no timeout is due, and it comes
+// at once: when the call in progress at its send returned, or at its send
+// if Run was waiting.
+func (h *propHarness) takeControl(ev propEvent) {
+	h.qmu.Lock()
+	defer h.qmu.Unlock()
+	switch {
+	case !h.c.start:
+		h.violatef("control event %v fed under Run", ev)
+		return
+	case h.phase != phaseIterate:
+		h.violatef("control event %v fed while Run should %v", ev, h.phase)
+	case h.cancelled:
+		h.violatef("control event %v fed after the context was cancelled", ev)
+	case h.c.modes[h.state] == stagefsm.ControlIgnore:
+		h.violatef("control event %v fed in s%d, which ignores control events", ev, h.state)
+	case h.armed && !time.Now().Before(h.deadline):
+		h.violatef("control event %v fed before the due timeout", ev)
+	}
+	if len(h.queue) == 0 || h.queue[0] != ev {
+		h.violatef("control event %v fed, the queue holds %v", ev, h.queue)
+		return
+	}
+	h.queue = h.queue[1:]
+	if want := propLater(h.lastReturn, h.sentAt[ev]); !time.Now().Equal(want) {
+		h.violatef("control event %v fed at %v, want %v (sent at %v, last call returned at %v)",
+			ev, time.Now(), want, h.sentAt[ev], h.lastReturn)
+	}
+	h.idling, h.idleWait = false, 0
+}
+
+// checkControlBeforeDispatch checks that the loop had nothing to take from
+// the control queue before it dispatched.
+func (h *propHarness) checkControlBeforeDispatch() {
+	if !h.c.start {
+		return
+	}
+	h.qmu.Lock()
+	defer h.qmu.Unlock()
+	switch mode := h.c.modes[h.state]; {
+	case mode == stagefsm.ControlBlock:
+		h.violatef("dispatch in s%d, which blocks for control events", h.state)
+	case mode == stagefsm.ControlPoll && len(h.queue) > 0:
+		h.violatef("dispatch with control events queued: %v", h.queue)
+	case mode == stagefsm.ControlPoll && h.qclosed && !h.closedAsked && !h.closedSent:
+		h.violatef("dispatch with the control queue closed, ControlClosed not asked")
+	}
+}
+
+// wokenByClosure reports whether an idle wait in a polling state was cut
+// short at now by the closing of the control queue (during the wait, or
+// before it began and after the last control event). The loop wakes to ask
+// what the closure means; when it means nothing, it dispatches at once
+// rather than wait out the backoff. That costs one early dispatch and is
+// allowed: the contract makes the idle wait interruptible by the control
+// plane.
+func (h *propHarness) wokenByClosure(now time.Time) bool {
+	h.qmu.Lock()
+	defer h.qmu.Unlock()
+	start := h.idleUntil.Add(-h.idleWait)
+	return h.qclosed && h.closedAsked && now.Equal(propLater(h.closeAt, start)) && now.Before(h.idleUntil)
+}
+
+// stuckInBlock reports whether the current state blocks for control events
+// that can never come: Run must return ErrControlClosed.
+func (h *propHarness) stuckInBlock() bool {
+	if !h.c.start || h.cancelled || h.armed || h.c.modes[h.state] != stagefsm.ControlBlock {
+		return false
+	}
+	h.qmu.Lock()
+	defer h.qmu.Unlock()
+	return h.qclosed && len(h.queue) == 0 && (h.closedAsked || h.closedSent)
+}
+
 // Handle is the machine's.
 func (h *propHarness) Handle(ctx context.Context, ev propEvent, c *propHarness) ([]*propAction, error) {
 	h.enter(fmt.Sprintf("handle %v in s%d", ev, h.state))
 	defer h.leave()
 	h.handles++
-	if ctx != h.ctx {
-		h.violatef("Handle with a context that is not Run's")
-	}
+	h.checkCtx(ctx, "Handle")
 	if c != h {
 		h.violatef("Handle with a foreign stage context")
 	}
@@ -631,6 +920,9 @@ func (h *propHarness) Handle(ctx context.Context, ev propEvent, c *propHarness) 
 		if ev != h.event {
 			h.violatef("event %v fed, dispatch asked for %v", ev, h.event)
 		}
+		edge = h.c.table[h.state][ev.n]
+	case ev.control():
+		h.takeControl(ev)
 		edge = h.c.table[h.state][ev.n]
 	case h.phase == phaseIterate && h.armed && !time.Now().Before(h.deadline):
 		// The state timeout fires: on time, or as soon as the call in
@@ -678,6 +970,10 @@ func (h *propHarness) Handle(ctx context.Context, ev propEvent, c *propHarness) 
 		}
 		return nil, e
 	}
+	h.commits = append(h.commits, propCommit{from: h.state, to: edge.to, event: ev})
+	if failure {
+		h.commits[len(h.commits)-1].cause = cause
+	}
 	h.commit(edge.to)
 	list := make([]*propAction, len(edge.actions))
 	for i, a := range edge.actions {
@@ -702,9 +998,7 @@ func (h *propHarness) endOfList() {
 func (h *propHarness) execute(ctx context.Context, a *propAction) error {
 	h.enter(fmt.Sprintf("execute %v", a))
 	defer h.leave()
-	if ctx != h.ctx {
-		h.violatef("Execute with a context that is not Run's")
-	}
+	h.checkCtx(ctx, "Execute")
 	switch {
 	case h.phase != phaseActions:
 		h.violatef("%v executed while Run should %v", a, h.phase)
@@ -715,7 +1009,7 @@ func (h *propHarness) execute(ctx context.Context, a *propAction) error {
 	}
 	h.next++
 	r := h.perform(ctx, a.call)
-	h.cancelled = h.cancelled || h.ctx.Err() != nil
+	h.cancelled = h.cancelled || h.done()
 	switch {
 	case a.call.out == propOK:
 		h.endOfList()
@@ -805,11 +1099,9 @@ func (h *propHarness) WriteCompletionEvent(ctx context.Context) error {
 	if h.phase != phaseComplete {
 		h.violatef("completion written while Run should %v", h.phase)
 	}
-	if ctx != h.ctx {
-		h.violatef("WriteCompletionEvent with a context that is not Run's")
-	}
+	h.checkCtx(ctx, "WriteCompletionEvent")
 	r := h.perform(ctx, h.c.completion)
-	h.cancelled = h.cancelled || h.ctx.Err() != nil
+	h.cancelled = h.cancelled || h.done()
 	switch {
 	case h.c.completion.out == propOK:
 		h.expectReturn("completed", func(err error) bool { return err == nil })
@@ -826,7 +1118,7 @@ func (h *propHarness) WriteCompletionEvent(ctx context.Context) error {
 
 // returned checks Run's result against the situation Run was in.
 func (h *propHarness) returned(err error) {
-	h.cancelled = h.cancelled || h.ctx.Err() != nil
+	h.cancelled = h.cancelled || h.done()
 	h.tracef("Run returned: %v", err)
 	switch {
 	case h.phase == phaseReturn:
@@ -837,13 +1129,20 @@ func (h *propHarness) returned(err error) {
 			h.violatef("Run returned at %v, its last call returned at %v", time.Now(), h.lastReturn)
 		}
 	case h.cancelled && (h.phase == phaseIterate || h.phase == phaseRoute):
-		if !propIsCancel(err) {
+		if !h.isCancel(err) {
 			h.violatef("Run returned %v after cancellation, want context.Canceled and the cause", err)
 		}
 		// Promptly: when the call in progress at the cancellation returned,
 		// or at once if Run was waiting.
 		if want := propLater(time.Unix(0, h.canceled.Load()), h.lastReturn); !time.Now().Equal(want) {
 			h.violatef("Run returned at %v after cancellation, want %v", time.Now(), want)
+		}
+	case h.phase == phaseIterate && h.stuckInBlock():
+		if !errors.Is(err, stagefsm.ErrControlClosed) {
+			h.violatef("Run returned %v in a Block state with the queue closed and no closure event, want ErrControlClosed", err)
+		}
+		if want := propLater(h.closeAt, h.lastReturn); !time.Now().Equal(want) {
+			h.violatef("Run returned ErrControlClosed at %v, want %v", time.Now(), want)
 		}
 	case h.phase == phaseRoute:
 		max := h.c.maxFailures
@@ -881,9 +1180,133 @@ func (h *propHarness) returned(err error) {
 // goroutine is left.
 func TestRunProperties(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
-		c := drawPropCase(rt)
+		c := drawPropCase(rt, false)
 		rapid.SyncTest(rt, func(st *rapid.T) { runPropCase(st, c) })
 	})
+}
+
+// TestStartProperties runs the cases of TestRunProperties under Start, with
+// a random control policy per state (poll, block or ignore; what a closed
+// queue means) and a control script played against the Stage at random
+// moments: Send, TrySend, CloseControl, Stop, Abort. On top of Run's
+// contract it checks that control events reach the machine in order, each
+// once, only in states that take them and at once; that TrySend and Send
+// return what the queue's state says; that Wait (and Stop) always return,
+// with Run's result; that the published final state is the machine's; and
+// that every change Changes delivers is the machine's commit of that
+// number, the last one included.
+func TestStartProperties(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		c := drawPropCase(rt, true)
+		rapid.SyncTest(rt, func(st *rapid.T) { runPropCase(st, c) })
+	})
+}
+
+// play runs the control script against the stage, each operation at its
+// time, until the script ends, Stop returns, or the stage finishes. It
+// checks each operation's result against the queue as it should be, which
+// it updates first: the loop may take an event the moment it is queued.
+func (h *propHarness) play(st *stagefsm.Stage[propState, propEvent]) (stopErr error, stopped bool) {
+	for _, op := range h.c.ops {
+		select {
+		case <-st.Done():
+			return nil, false
+		case <-time.After(time.Until(h.t0.Add(op.at))):
+		}
+		switch op.kind {
+		case opTrySend, opSend:
+			h.qmu.Lock()
+			h.ctlSeq++
+			ev := propEvent{n: op.event, ctl: h.ctlSeq}
+			var want error
+			switch {
+			case h.qclosed:
+				want = stagefsm.ErrControlClosed
+			case len(h.queue) == h.c.capacity:
+				want = stagefsm.ErrControlFull
+			}
+			h.queue = append(h.queue, ev)
+			h.sentAt[ev] = time.Now()
+			var err error
+			if op.kind == opSend && want == nil {
+				err = st.Send(context.Background(), ev)
+			} else {
+				// Send would wait for room, and get it at a moment that is
+				// up to the scheduler.
+				err = st.TrySend(ev)
+			}
+			if err != nil {
+				h.queue = h.queue[:len(h.queue)-1]
+			}
+			h.qmu.Unlock()
+			h.scriptf("%v %v: %v", op.kind, ev, err)
+			if (want == nil && err != nil) || (want != nil && !errors.Is(err, want)) {
+				h.scriptViolatef("%v %v returned %v, want %v", op.kind, ev, err, want)
+			}
+		case opClose:
+			h.qmu.Lock()
+			h.qclosed, h.closeAt = true, time.Now()
+			st.CloseControl()
+			h.qmu.Unlock()
+			h.scriptf("CloseControl")
+		case opAbort:
+			if h.canceled.CompareAndSwap(0, time.Now().UnixNano()) {
+				h.abortFst = true
+			}
+			h.aborted.Store(true)
+			h.scriptf("Abort")
+			st.Abort()
+		case opStop:
+			h.qmu.Lock()
+			if !h.qclosed && len(h.queue) == h.c.capacity {
+				h.qmu.Unlock()
+				continue // Stop would wait for room: see Send
+			}
+			if !h.qclosed {
+				ev := h.StopEvent()
+				h.queue = append(h.queue, ev)
+				h.sentAt[ev] = time.Now()
+			}
+			h.qmu.Unlock()
+			h.scriptf("Stop")
+			return st.Stop(context.Background()), true
+		}
+	}
+	return nil, false
+}
+
+// checkStage checks what the Stage tells after it finished: its final
+// state is the machine's, every change it delivered is the machine's
+// commit with that number, the last one included, and it refuses events.
+func (h *propHarness) checkStage(t *rapid.T, st *stagefsm.Stage[propState, propEvent], changes <-chan stagefsm.Change[propState, propEvent], err error) {
+	assert.Equal(t, propState(h.state), st.State(), "published final state is the machine's")
+	final, werr := st.WaitState(context.Background(), func(s propState) bool { return int(s) == h.state })
+	assert.NoError(t, werr)
+	assert.Equal(t, propState(h.state), final)
+	assert.ErrorIs(t, st.TrySend(propEvent{}), stagefsm.ErrStageDone)
+	assert.Equal(t, err, st.Wait(context.Background()), "Wait returns the same result each time")
+
+	var last uint64
+	for ch := range changes {
+		if ch.Seq <= last || ch.Seq > uint64(len(h.commits)) {
+			h.violatef("change #%d delivered after #%d, %d committed", ch.Seq, last, len(h.commits))
+			continue
+		}
+		last = ch.Seq
+		want := h.commits[ch.Seq-1]
+		switch {
+		case int(ch.From) != want.from || ch.Event != want.event || int(ch.To) != want.to:
+			h.violatef("change #%d is %v -%v-> %v, the machine committed s%d -%v-> s%d",
+				ch.Seq, ch.From, ch.Event, ch.To, want.from, want.event, want.to)
+		case want.cause == nil && ch.Err != nil:
+			h.violatef("change #%d for a normal event carries the error %v", ch.Seq, ch.Err)
+		case want.cause != nil && !want.cause(ch.Err):
+			h.violatef("change #%d carries %v, not the failure routed", ch.Seq, ch.Err)
+		}
+	}
+	if last != 0 && last != uint64(len(h.commits)) {
+		h.violatef("last change delivered #%d, the machine committed %d", last, len(h.commits))
+	}
 }
 
 func runPropCase(t *rapid.T, c *propCase) {
@@ -920,10 +1343,30 @@ func runPropCase(t *rapid.T, c *propCase) {
 		}
 	}()
 
-	err := stagefsm.Run(ctx, h, propState(c.initial), h, c.options()...)
+	var (
+		err     error
+		st      *stagefsm.Stage[propState, propEvent]
+		changes <-chan stagefsm.Change[propState, propEvent]
+		stopErr error
+		stopped bool
+	)
+	if c.start {
+		st = stagefsm.Start(ctx, h, propState(c.initial), h, c.options()...)
+		changes = st.Changes(context.Background(), 1024)
+		stopErr, stopped = h.play(st)
+		err = st.Wait(context.Background())
+	} else {
+		err = stagefsm.Run(ctx, h, propState(c.initial), h, c.options()...)
+	}
 	close(finished)
 	<-watched
 	h.returned(err)
+	if st != nil {
+		h.checkStage(t, st, changes, err)
+		if stopped {
+			assert.Equal(t, err, stopErr, "Stop returns Run's result")
+		}
+	}
 
 	assert.False(t, stuck.Load(), "Run did not return within %v of its cancellation", propGrace)
 	if backstop.Load() {
