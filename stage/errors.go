@@ -1,0 +1,77 @@
+package stage
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrFatal is matched (with [errors.Is]) by every error made with [Fatal].
+var ErrFatal = errors.New("stage: fatal handler error")
+
+// ErrStageFailed is the cause of the dead letters a failed stage leaves: the
+// items it held and the items that reached its input after it failed. The
+// [*ItemError] names the failed stage.
+var ErrStageFailed = errors.New("stage: stage failed")
+
+// ErrAborted is the cause of the dead letters an aborted pipeline leaves
+// (see [Pipeline.Abort]): the items in the stages' hands and in the
+// channels between them when the stages stopped.
+var ErrAborted = errors.New("stage: pipeline aborted")
+
+// ErrStartupAborted is the reason a stage fails with when another stage of
+// its pipeline failed to start (its Open hook failed), so the pipeline never
+// ran.
+var ErrStartupAborted = errors.New("stage: startup aborted")
+
+// ErrAlreadyStarted is returned by [Pipeline.Start] when the pipeline was
+// started before. A Pipeline runs once.
+var ErrAlreadyStarted = errors.New("stage: pipeline already started")
+
+// ErrNotStarted is returned by [Pipeline.Wait] for a pipeline that was never
+// started.
+var ErrNotStarted = errors.New("stage: pipeline not started")
+
+// Fatal marks err as fatal: returned by a handler, it fails the stage instead
+// of failing one item. The result wraps err (errors.Is and errors.As see
+// through it) and matches [ErrFatal]. Fatal(nil) is nil.
+func Fatal(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &fatalError{err: err}
+}
+
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string        { return "fatal: " + e.err.Error() }
+func (e *fatalError) Unwrap() error        { return e.err }
+func (e *fatalError) Is(target error) bool { return target == ErrFatal }
+
+// ItemError is the cause carried by an error item: the stage where the item
+// failed and why. Err wraps the handler's error, a
+// [*github.com/stagefsm/stagefsm.PanicError] for a handler panic,
+// [ErrStageFailed] or [ErrAborted].
+type ItemError struct {
+	Stage string
+	Err   error
+}
+
+func (e *ItemError) Error() string { return fmt.Sprintf("stage %s: %v", e.Stage, e.Err) }
+
+// Unwrap returns Err.
+func (e *ItemError) Unwrap() error { return e.Err }
+
+// StageError is how a stage ended when it did not drain: [Pipeline.Wait]
+// returns it (joined with the others when several stages failed). Err is
+// the failure reason: a fatal handler error, a hook's error, a
+// [*github.com/stagefsm/stagefsm.PanicError] from a hook, [ErrStartupAborted],
+// or the error of the stage's supervision loop.
+type StageError struct {
+	Stage string
+	Err   error
+}
+
+func (e *StageError) Error() string { return fmt.Sprintf("stage %s failed: %v", e.Stage, e.Err) }
+
+// Unwrap returns Err.
+func (e *StageError) Unwrap() error { return e.Err }

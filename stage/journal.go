@@ -1,0 +1,161 @@
+package stage
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Journal receives the lifecycle of a pipeline: an [Entry] for every state
+// change of every stage, one completion entry per stage, and one for the
+// pipeline itself.
+//
+// Append is called from the stages' goroutines, concurrently, so an
+// implementation must be safe for concurrent use. It should be fast: it
+// runs inside the stages' loops. An error from Append for a completion entry
+// fails that stage's supervision loop; an error for any other entry is kept
+// and returned, joined, by [Pipeline.Wait].
+type Journal interface {
+	Append(e Entry) error
+}
+
+// EntryKind says what an [Entry] records.
+type EntryKind string
+
+const (
+	// EntryTransition records a state change of a stage: From, Event, To.
+	EntryTransition EntryKind = "transition"
+	// EntryCompleted records how a stage ended (Stage set) or how the
+	// pipeline ended (Stage empty): Outcome, Reason and Counts.
+	EntryCompleted EntryKind = "completed"
+)
+
+// Outcome says how a stage or a pipeline ended.
+type Outcome string
+
+const (
+	// OutcomeDrained: the stage processed all of its input and forwarded end
+	// of input; for the pipeline, every stage drained.
+	OutcomeDrained Outcome = "drained"
+	// OutcomeFailed: the stage failed (Reason says why); for the pipeline,
+	// at least one stage failed.
+	OutcomeFailed Outcome = "failed"
+	// OutcomeAborted: the stage was stopped by [Pipeline.Abort] or by its
+	// context before it completed.
+	OutcomeAborted Outcome = "aborted"
+)
+
+// Entry is one line of a [Journal].
+type Entry struct {
+	Time     time.Time `json:"time"`
+	Pipeline string    `json:"pipeline"`
+	// Stage is the stage's name; empty for the pipeline's own completion.
+	Stage string    `json:"stage,omitempty"`
+	Kind  EntryKind `json:"kind"`
+	// From, Event and To describe a transition.
+	From  string `json:"from,omitempty"`
+	Event string `json:"event,omitempty"`
+	To    string `json:"to,omitempty"`
+	// Outcome, Reason and Counts describe a completion. Reason is empty when
+	// the outcome is drained.
+	Outcome Outcome `json:"outcome,omitempty"`
+	Reason  string  `json:"reason,omitempty"`
+	Counts  *Counts `json:"counts,omitempty"`
+}
+
+// MemoryJournal is a [Journal] that keeps its entries in memory, in the
+// order they were appended. The zero value is ready to use; it is safe for
+// concurrent use.
+type MemoryJournal struct {
+	mu      sync.Mutex
+	entries []Entry
+}
+
+// Append records e. It never fails.
+func (j *MemoryJournal) Append(e Entry) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.entries = append(j.entries, e)
+	return nil
+}
+
+// Entries returns a copy of the entries appended so far.
+func (j *MemoryJournal) Entries() []Entry {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.entries)
+}
+
+// FileJournal is a [Journal] that appends each entry to a file as one line
+// of JSON (JSON Lines), so that a person can read it with any text tool and
+// a program can parse it line by line. Each entry is written with one write
+// call as it is appended; the file is synced to disk after every completion
+// entry and on Close. It is safe for concurrent use.
+type FileJournal struct {
+	path string
+
+	mu  sync.Mutex
+	f   *os.File
+	buf []byte
+}
+
+// OpenFileJournal opens the file at path for appending, creating it (mode
+// 0644) if needed. Existing content is kept: a journal only grows.
+func OpenFileJournal(path string) (*FileJournal, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("stage: open journal: %w", err)
+	}
+	return &FileJournal{path: path, f: f}, nil
+}
+
+// Path returns the path the journal was opened with.
+func (j *FileJournal) Path() string { return j.path }
+
+// Append writes e as one line of JSON, and syncs the file when e is a
+// completion entry. After Close it returns an error wrapping
+// [os.ErrClosed].
+func (j *FileJournal) Append(e Entry) error {
+	line, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("stage: journal %s: encode entry: %w", j.path, err)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil {
+		return fmt.Errorf("stage: journal %s: %w", j.path, os.ErrClosed)
+	}
+	j.buf = append(append(j.buf[:0], line...), '\n')
+	if _, err := j.f.Write(j.buf); err != nil {
+		return fmt.Errorf("stage: journal %s: write: %w", j.path, err)
+	}
+	if e.Kind == EntryCompleted {
+		if err := j.f.Sync(); err != nil {
+			return fmt.Errorf("stage: journal %s: sync: %w", j.path, err)
+		}
+	}
+	return nil
+}
+
+// Close syncs and closes the file. Later calls return nil.
+func (j *FileJournal) Close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil {
+		return nil
+	}
+	f := j.f
+	j.f = nil
+	serr := f.Sync()
+	cerr := f.Close()
+	if serr != nil {
+		return fmt.Errorf("stage: journal %s: sync: %w", j.path, serr)
+	}
+	if cerr != nil {
+		return fmt.Errorf("stage: journal %s: close: %w", j.path, cerr)
+	}
+	return nil
+}

@@ -1,0 +1,428 @@
+package stage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/stagefsm/stagefsm"
+)
+
+// Chain is a source followed by zero or more transforms, whose last stage
+// emits items of type T. Build one with [From] and [Then], and finish it
+// into a [Pipeline] with [To].
+//
+// A Chain only describes stages: each [To] builds new stages from it, so a
+// Chain may be finished more than once, and the pipelines then share the
+// handlers (which must then be safe for concurrent use).
+type Chain[T any] struct {
+	add func(b *builder) *edge[T]
+}
+
+// builder collects the stages of one pipeline being built.
+type builder struct {
+	p    *Pipeline
+	errs []error
+	seen map[string]bool
+}
+
+func (b *builder) unit(name string, k kind, handlerIsNil bool) *unit {
+	switch {
+	case name == "":
+		b.errs = append(b.errs, fmt.Errorf("stage: a %s has an empty name", k))
+	case b.seen[name]:
+		b.errs = append(b.errs, fmt.Errorf("stage: two stages are named %q", name))
+	}
+	if handlerIsNil {
+		b.errs = append(b.errs, fmt.Errorf("stage: %s %q has a nil handler", k, name))
+	}
+	b.seen[name] = true
+	u := newUnit(b.p, name, k)
+	b.p.units = append(b.p.units, u)
+	return u
+}
+
+// From starts a [Chain] with the source stage name, which runs src.
+// Problems (a nil src, an empty or duplicate name) are reported by
+// [Pipeline.Start].
+func From[T any](name string, src Source[T]) *Chain[T] {
+	return &Chain[T]{add: func(b *builder) *edge[T] {
+		out := newEdge[T](&b.p.opts)
+		u := b.unit(name, kindSource, src == nil)
+		u.core = newSourceCore(u, src, out)
+		return out
+	}}
+}
+
+// Then appends the transform stage name, which runs t on the items of c.
+// Problems (a nil c or t, an empty or duplicate name) are reported by
+// [Pipeline.Start].
+func Then[I, O any](c *Chain[I], name string, t Transform[I, O]) *Chain[O] {
+	return &Chain[O]{add: func(b *builder) *edge[O] {
+		in := chainInput(b, c)
+		out := newEdge[O](&b.p.opts)
+		u := b.unit(name, kindTransform, t == nil)
+		u.core = newTransformCore(u, t, in, out)
+		return out
+	}}
+}
+
+func chainInput[T any](b *builder, c *Chain[T]) *edge[T] {
+	if c == nil || c.add == nil {
+		b.errs = append(b.errs, errors.New("stage: nil Chain"))
+		in := newEdge[T](&b.p.opts)
+		close(in.ch)
+		return in
+	}
+	return c.add(b)
+}
+
+// To finishes c with the sink stage name, which runs s, and returns the
+// [Pipeline], built and ready to start. Problems in the chain (nil handlers,
+// empty or duplicate stage names) are reported by [Pipeline.Start].
+func To[T any](c *Chain[T], name string, s Sink[T], opts ...Option) *Pipeline {
+	p := &Pipeline{opts: newOptions(opts), done: make(chan struct{})}
+	b := &builder{p: p, seen: make(map[string]bool)}
+	in := chainInput(b, c)
+	u := b.unit(name, kindSink, s == nil)
+	u.core = newSinkCore(u, s, in)
+	p.err = errors.Join(b.errs...)
+	p.byName = make(map[string]*unit, len(p.units))
+	for _, u := range p.units {
+		p.byName[u.name] = u
+	}
+	return p
+}
+
+// Pipeline is a source, transforms and a sink wired by bounded channels of
+// batches, each stage a supervised FSM (see the package doc). Build one with
+// [From], [Then] and [To]; run it with [Pipeline.Start]; end it with
+// [Pipeline.Drain] or [Pipeline.Abort], or let the source reach end of
+// input; [Pipeline.Wait] returns how it ended.
+//
+// All methods are safe for concurrent use. A Pipeline runs once.
+type Pipeline struct {
+	opts   options
+	err    error // a construction problem, reported by Start
+	units  []*unit
+	byName map[string]*unit
+	done   chan struct{}
+	result error // set before done is closed
+
+	mu        sync.Mutex
+	started   bool
+	aborted   bool
+	drainReq  bool
+	gunFired  bool
+	cancel    context.CancelCauseFunc
+	journalEr error
+
+	dlqMu sync.Mutex // serializes the dead-letter writer
+}
+
+// Start runs the pipeline: it starts every stage (each in its own
+// goroutine, under [stagefsm.Start]) and takes them through the start-up
+// gates with control events: Initialize (each handler's Open hook), then,
+// once every stage has opened, Ready, then the source's Start once every
+// other stage is running. Start returns when the source has been started,
+// with nil; the pipeline then runs until [Pipeline.Wait] reports its end.
+//
+// If a stage fails to open, no item flows: every other stage fails with
+// [ErrStartupAborted] (its own Close hook runs if it had opened), and Start
+// waits for all of them and returns the same error as Wait. Start returns
+// the construction problems of [From], [Then] and [To] at once, and
+// [ErrAlreadyStarted] when called again.
+//
+// ctx bounds the pipeline's whole life: when it is done, the pipeline is
+// aborted (see [Pipeline.Abort]).
+func (p *Pipeline) Start(ctx context.Context) error {
+	p.mu.Lock()
+	if p.started {
+		p.mu.Unlock()
+		return ErrAlreadyStarted
+	}
+	p.started = true
+	if p.err != nil {
+		p.result = p.err
+		close(p.done)
+		p.mu.Unlock()
+		return p.err
+	}
+	runCtx, cancel := context.WithCancelCause(ctx)
+	p.cancel = cancel
+	if p.aborted {
+		cancel(ErrAborted)
+	}
+	p.mu.Unlock()
+
+	for _, u := range p.units {
+		u.st = stagefsm.Start(runCtx, supervisor{u}, State{}, u,
+			stagefsm.WithLogger(p.opts.logger),
+			stagefsm.WithObserver(u.observer()))
+	}
+	go p.supervise(runCtx)
+
+	if err := p.gates(runCtx); err != nil {
+		for _, u := range p.units {
+			_ = u.st.TrySend(event{kind: evError, err: ErrStartupAborted})
+		}
+		<-p.done
+		return p.result
+	}
+	p.mu.Lock()
+	p.gunFired = true
+	drain := p.drainReq
+	p.mu.Unlock()
+	if drain {
+		p.Drain()
+	}
+	return nil
+}
+
+// gates takes every stage through Initialize and Ready and fires the
+// source. It returns an error when a stage did not get through.
+func (p *Pipeline) gates(ctx context.Context) error {
+	for _, u := range p.units {
+		_ = u.st.TrySend(event{kind: evInitialize}) // an empty queue has room; a dead stage shows below
+	}
+	var errs []error
+	for _, u := range p.units {
+		select {
+		case err := <-u.openDone:
+			if err != nil {
+				errs = append(errs, &StageError{Stage: u.name, Err: err})
+			}
+		case <-u.st.Done():
+			errs = append(errs, &StageError{Stage: u.name, Err: errStoppedAtStart})
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	for _, u := range p.units {
+		_ = u.st.TrySend(event{kind: evReady})
+	}
+	// Downstream first, so that the source starts only once every other
+	// stage is running.
+	for i := len(p.units) - 1; i >= 0; i-- {
+		u := p.units[i]
+		want := Running
+		if u.kind == kindSource {
+			want = WaitingForGun
+		}
+		if _, err := u.st.WaitState(ctx, func(s State) bool { return s.Kind == want }); err != nil {
+			return &StageError{Stage: u.name, Err: err}
+		}
+	}
+	if err := p.units[0].st.TrySend(event{kind: evStart}); err != nil {
+		return &StageError{Stage: p.units[0].name, Err: err}
+	}
+	return nil
+}
+
+var errStoppedAtStart = errors.New("stage: stopped before it opened")
+
+// Drain asks the pipeline to finish gracefully: the source stops producing
+// (between two calls of its Next), sends what it holds and forwards end of
+// input; every other stage then drains what reaches it, in order, and the
+// pipeline ends as if the source had reached end of input. Items in flight
+// are delivered, not lost. Drain does not wait (see [Pipeline.Wait]); it is
+// idempotent, and a request made before the source started is honoured as
+// soon as it starts.
+func (p *Pipeline) Drain() {
+	p.mu.Lock()
+	p.drainReq = true
+	fire := p.gunFired
+	p.mu.Unlock()
+	if fire {
+		_ = p.units[0].st.TrySend(event{kind: evBeginDrain}) // full or done: a drain is already under way
+	}
+}
+
+// Abort stops every stage at once by cancelling their context. No stage
+// writes its own completion entry; the pipeline journals each unfinished
+// stage as aborted. The items in flight (in the channels and in the
+// stages' hands) are dead-lettered with [ErrAborted], so the counts still
+// balance. Abort does not wait; it is idempotent.
+func (p *Pipeline) Abort() { p.abort(ErrAborted) }
+
+func (p *Pipeline) abort(cause error) {
+	p.mu.Lock()
+	p.aborted = true
+	cancel := p.cancel
+	p.mu.Unlock()
+	if cancel != nil {
+		cancel(cause)
+	}
+}
+
+// Done returns a channel that is closed when the pipeline has ended: every
+// stage has finished, every item is accounted for, and the pipeline's
+// completion entry is journaled.
+func (p *Pipeline) Done() <-chan struct{} { return p.done }
+
+// Wait waits for the pipeline to end and returns nil when every stage
+// drained. Otherwise it returns an error that joins a [*StageError] for each
+// stage that failed, an error wrapping [ErrAborted] (and the context's
+// cause) when the pipeline was aborted, and the journal's errors. It
+// returns [ErrNotStarted] for a pipeline never started, and ctx.Err() if ctx
+// is done first (the pipeline keeps running). It may be called any number
+// of times and returns the same result.
+func (p *Pipeline) Wait(ctx context.Context) error {
+	p.mu.Lock()
+	started := p.started
+	p.mu.Unlock()
+	if !started {
+		return ErrNotStarted
+	}
+	select {
+	case <-p.done:
+		return p.result
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// supervise waits for every stage to finish, accounts for what is left,
+// journals the outcome and closes done.
+func (p *Pipeline) supervise(ctx context.Context) {
+	errs := make([]error, len(p.units))
+	for i, u := range p.units {
+		errs[i] = u.st.Wait(context.Background())
+		// The stage's goroutine has ended: make sure its downstream sees end
+		// of input whatever way it ended.
+		u.core.closeOutput()
+	}
+	aborted := ctx.Err() != nil
+	var failures []error
+	if aborted {
+		cause := context.Cause(ctx)
+		if errors.Is(cause, ErrAborted) {
+			failures = append(failures, cause)
+		} else {
+			failures = append(failures, fmt.Errorf("%w: %w", ErrAborted, cause))
+		}
+	}
+	for i, u := range p.units {
+		u.core.sweep(ErrAborted)
+		final := u.st.State()
+		switch {
+		case errs[i] != nil && aborted && isCancel(errs[i]):
+			// Stopped by the abort: no completion of its own.
+		case errs[i] != nil && errors.Is(context.Cause(ctx), errs[i]):
+			// The failure that aborted the pipeline: reported as the cause.
+		case errs[i] != nil:
+			failures = append(failures, &StageError{Stage: u.name, Err: errs[i]})
+		case final.Kind == Failed && errors.Is(final.Reason, ErrStartupAborted):
+			// A consequence of another stage's failure to open, which is
+			// reported instead.
+		case final.Kind == Failed:
+			failures = append(failures, &StageError{Stage: u.name, Err: final.Reason})
+		}
+		if !u.completed {
+			outcome, reason := OutcomeAborted, "aborted"
+			if errs[i] != nil && !isCancel(errs[i]) {
+				outcome, reason = OutcomeFailed, errs[i].Error()
+			}
+			counts := u.stats.load()
+			p.journal(Entry{Time: time.Now(), Stage: u.name, Kind: EntryCompleted,
+				Outcome: outcome, Reason: reason, Counts: &counts})
+		}
+	}
+	st := p.Stats()
+	total := Counts{Emitted: st.Emitted, Delivered: st.Delivered, DeadLettered: st.DeadLettered}
+	e := Entry{Time: time.Now(), Kind: EntryCompleted, Outcome: OutcomeDrained, Counts: &total}
+	switch {
+	case aborted:
+		e.Outcome, e.Reason = OutcomeAborted, errors.Join(failures...).Error()
+	case len(failures) > 0:
+		e.Outcome, e.Reason = OutcomeFailed, errors.Join(failures...).Error()
+	}
+	p.journal(e)
+	p.mu.Lock()
+	if p.journalEr != nil {
+		failures = append(failures, p.journalEr)
+	}
+	p.mu.Unlock()
+	p.result = errors.Join(failures...)
+	p.cancel(nil)
+	close(p.done)
+}
+
+func isCancel(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// stageFailed applies the failure policy when u fails: the source is asked
+// to drain, so that upstream stops and every other stage drains what it has
+// (the failed stage dead-letters what reaches it).
+func (p *Pipeline) stageFailed(u *unit) {
+	if u.kind != kindSource {
+		p.Drain()
+	}
+}
+
+// journal appends e to the journal, if any, keeping the first error.
+func (p *Pipeline) journal(e Entry) {
+	j := p.opts.journal
+	if j == nil {
+		return
+	}
+	e.Pipeline = p.opts.name
+	if err := j.Append(e); err != nil {
+		p.mu.Lock()
+		if p.journalEr == nil {
+			p.journalEr = err
+		}
+		p.mu.Unlock()
+	}
+}
+
+// countDeadLetter attributes a dead letter to the stage where it failed.
+func (p *Pipeline) countDeadLetter(at *unit, err error) {
+	var ie *ItemError
+	if errors.As(err, &ie) {
+		if u, ok := p.byName[ie.Stage]; ok {
+			at = u
+		}
+	}
+	at.stats.deadLettered.Add(1)
+}
+
+func (p *Pipeline) writeDeadLetter(it Item[any]) {
+	p.dlqMu.Lock()
+	defer p.dlqMu.Unlock()
+	p.opts.deadLetter(it)
+}
+
+// Stats returns a snapshot of the pipeline's counts and of each stage's
+// state and timeline, in pipeline order. It may be called at any time,
+// also while the pipeline runs (counts then move in steps of a batch).
+func (p *Pipeline) Stats() Stats {
+	var st Stats
+	st.Stages = make([]StageStats, len(p.units))
+	// Ended items are read before emitted ones (see counters), so that
+	// InFlight is never negative.
+	for i, u := range p.units {
+		st.Stages[i].Counts.Delivered = u.stats.delivered.Load()
+		st.Stages[i].Counts.DeadLettered = u.stats.deadLettered.Load()
+	}
+	for i, u := range p.units {
+		s := &st.Stages[i]
+		s.Name, s.Kind = u.name, u.kind.String()
+		s.Counts.In = u.stats.in.Load()
+		s.Counts.Out = u.stats.out.Load()
+		s.Counts.Emitted = u.stats.emitted.Load()
+		u.mu.Lock()
+		s.State = u.state
+		s.Timeline = append([]Step(nil), u.timeline...)
+		u.mu.Unlock()
+		st.Emitted += s.Counts.Emitted
+		st.Delivered += s.Counts.Delivered
+		st.DeadLettered += s.Counts.DeadLettered
+	}
+	st.InFlight = st.Emitted - st.Delivered - st.DeadLettered
+	return st
+}

@@ -1,0 +1,144 @@
+package stage
+
+import (
+	"context"
+	"errors"
+
+	"github.com/stagefsm/stagefsm"
+)
+
+// sinkCore runs a [Sink] on each ok item of its input batches and
+// dead-letters the error items.
+type sinkCore[T any] struct {
+	u       *unit
+	h       Sink[T]
+	flusher Flusher // nil if the handler has no Flush hook
+	in      *edge[T]
+
+	held      []Item[T] // the input batch being consumed
+	next      int       // index in held of the next item
+	inputDone bool
+}
+
+func newSinkCore[T any](u *unit, h Sink[T], in *edge[T]) *sinkCore[T] {
+	s := &sinkCore[T]{u: u, h: h, in: in}
+	s.flusher, _ = h.(Flusher)
+	return s
+}
+
+func (s *sinkCore[T]) handler() any { return s.h }
+
+func (s *sinkCore[T]) open(ctx context.Context) error {
+	if o, ok := s.h.(Opener); ok {
+		return o.Open(ctx)
+	}
+	return nil
+}
+
+func (s *sinkCore[T]) call(ctx context.Context, v T) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = newPanicError(r)
+		}
+	}()
+	return s.h.Consume(ctx, v)
+}
+
+func (s *sinkCore[T]) running(ctx context.Context) (stagefsm.Directive[event], error) {
+	return s.consume(ctx, evReceivedEOF)
+}
+
+func (s *sinkCore[T]) draining(ctx context.Context) (stagefsm.Directive[event], error) {
+	if s.inputDone {
+		return stagefsm.Transition(event{kind: evDrainComplete}), nil
+	}
+	return s.consume(ctx, evDrainComplete)
+}
+
+// consume waits for one input batch and consumes it. At end of input it
+// returns the transition eof.
+func (s *sinkCore[T]) consume(ctx context.Context, eof eventKind) (stagefsm.Directive[event], error) {
+	var b []Item[T]
+	var ok bool
+	select {
+	case b, ok = <-s.in.ch:
+	case <-ctx.Done():
+		return stagefsm.Directive[event]{}, ctx.Err()
+	}
+	if !ok {
+		s.inputDone = true
+		return stagefsm.Transition(event{kind: eof}), nil
+	}
+	s.held, s.next = b, 0
+	s.u.stats.in.Add(uint64(len(b)))
+	var delivered uint64
+	defer func() { s.u.stats.delivered.Add(delivered) }()
+	for s.next < len(b) {
+		it := &b[s.next]
+		if it.Err == nil {
+			err := s.call(ctx, it.Payload)
+			if err == nil {
+				delivered++
+				s.next++
+				continue
+			}
+			if ctx.Err() != nil { // aborted: the item stays held, for the sweep
+				return stagefsm.Directive[event]{}, err
+			}
+			it.Err = &ItemError{Stage: s.u.name, Err: err}
+			if errors.Is(err, ErrFatal) {
+				return stagefsm.Directive[event]{}, err
+			}
+		}
+		deadLetter(s.u, *it, nil)
+		s.next++
+	}
+	s.held = nil
+	s.in.put(b)
+	return stagefsm.Continue[event](), nil
+}
+
+func (s *sinkCore[T]) finish(ctx context.Context) error {
+	if s.flusher != nil {
+		return s.flusher.Flush(ctx)
+	}
+	return nil
+}
+
+func (s *sinkCore[T]) closeOutput() {}
+
+func (s *sinkCore[T]) failed(ctx context.Context) (bool, error) {
+	s.sweepHeld(ErrStageFailed)
+	if s.inputDone {
+		return true, nil
+	}
+	select {
+	case b, ok := <-s.in.ch:
+		if !ok {
+			s.inputDone = true
+			return true, nil
+		}
+		s.u.stats.in.Add(uint64(len(b)))
+		for _, it := range b {
+			deadLetter(s.u, it, ErrStageFailed)
+		}
+		s.in.put(b)
+		return false, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+func (s *sinkCore[T]) sweepHeld(cause error) {
+	if s.held != nil {
+		for _, it := range s.held[s.next:] {
+			deadLetter(s.u, it, cause)
+		}
+		s.held = nil
+	}
+}
+
+func (s *sinkCore[T]) sweep(cause error) {
+	s.sweepHeld(cause)
+	sweepInput(s.u, s.in, cause)
+}

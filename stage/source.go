@@ -1,0 +1,149 @@
+package stage
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/stagefsm/stagefsm"
+)
+
+// sourceCore runs a [Source]: it fills a batch by calling Next and sends
+// it downstream.
+type sourceCore[T any] struct {
+	u   *unit
+	h   Source[T]
+	out *edge[T]
+
+	cur         []Item[T] // the batch being filled or sent: held by the stage
+	seq         uint64
+	unpublished uint64 // items emitted but not yet added to the counters
+	eof         bool
+	outClosed   bool
+	emitFn      func(T)
+}
+
+func newSourceCore[T any](u *unit, h Source[T], out *edge[T]) *sourceCore[T] {
+	s := &sourceCore[T]{u: u, h: h, out: out}
+	s.emitFn = s.emit
+	return s
+}
+
+func (s *sourceCore[T]) handler() any { return s.h }
+
+func (s *sourceCore[T]) emit(v T) {
+	s.seq++
+	s.unpublished++
+	s.cur = append(s.cur, Item[T]{Payload: v, Origin: s.u.name, Seq: s.seq})
+}
+
+func (s *sourceCore[T]) open(ctx context.Context) error {
+	if o, ok := s.h.(Opener); ok {
+		return o.Open(ctx)
+	}
+	return nil
+}
+
+func (s *sourceCore[T]) next(ctx context.Context) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = newPanicError(v)
+		}
+	}()
+	return s.h.Next(ctx, s.emitFn)
+}
+
+// running fills one batch and sends it. A call that emits nothing ends the
+// batch early; when the whole dispatch emitted nothing the stage idles (the
+// loop's backoff) rather than spin on a source that has nothing yet.
+func (s *sourceCore[T]) running(ctx context.Context) (stagefsm.Directive[event], error) {
+	if s.cur == nil {
+		s.cur = s.out.get()
+	}
+	for len(s.cur) < s.out.batch && !s.eof {
+		n := len(s.cur)
+		err := s.next(ctx)
+		switch {
+		case err == nil:
+			if len(s.cur) == n {
+				goto send
+			}
+		case errors.Is(err, io.EOF):
+			s.eof = true
+		case ctx.Err() != nil:
+			return stagefsm.Directive[event]{}, err
+		case errors.Is(err, ErrFatal):
+			// What the source emitted before the failure goes on.
+			if ferr := s.flush(ctx); ferr != nil {
+				return stagefsm.Directive[event]{}, ferr
+			}
+			return stagefsm.Directive[event]{}, err
+		default: // a bad record: one error item carries it downstream
+			s.seq++
+			s.unpublished++
+			s.cur = append(s.cur, Item[T]{Err: &ItemError{Stage: s.u.name, Err: err}, Origin: s.u.name, Seq: s.seq})
+		}
+	}
+send:
+	if len(s.cur) == 0 && !s.eof {
+		return stagefsm.Idle[event](), nil
+	}
+	if err := s.flush(ctx); err != nil {
+		return stagefsm.Directive[event]{}, err
+	}
+	if s.eof {
+		return stagefsm.Transition(event{kind: evCompleted}), nil
+	}
+	return stagefsm.Continue[event](), nil
+}
+
+// draining sends what the source holds, then completes.
+func (s *sourceCore[T]) draining(ctx context.Context) (stagefsm.Directive[event], error) {
+	if err := s.flush(ctx); err != nil {
+		return stagefsm.Directive[event]{}, err
+	}
+	return stagefsm.Transition(event{kind: evCompleted}), nil
+}
+
+// flush sends the held batch, if any.
+func (s *sourceCore[T]) flush(ctx context.Context) error {
+	if len(s.cur) == 0 {
+		return nil
+	}
+	s.publish()
+	if err := s.out.send(ctx, s.cur); err != nil {
+		return err
+	}
+	s.u.stats.out.Add(uint64(len(s.cur)))
+	s.cur = nil
+	return nil
+}
+
+func (s *sourceCore[T]) publish() {
+	if s.unpublished > 0 {
+		s.u.stats.emitted.Add(s.unpublished)
+		s.unpublished = 0
+	}
+}
+
+func (s *sourceCore[T]) finish(context.Context) error { return nil }
+
+func (s *sourceCore[T]) closeOutput() {
+	if !s.outClosed {
+		s.outClosed = true
+		close(s.out.ch)
+	}
+}
+
+func (s *sourceCore[T]) failed(context.Context) (bool, error) {
+	s.sweep(ErrStageFailed)
+	return true, nil
+}
+
+func (s *sourceCore[T]) sweep(cause error) {
+	s.publish()
+	for _, it := range s.cur {
+		deadLetter(s.u, it, cause)
+	}
+	s.cur = nil
+}

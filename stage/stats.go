@@ -1,0 +1,76 @@
+package stage
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Counts are a stage's item counters. Every item is emitted once — by the
+// source, or by the transform whose handler produced it — and ends once:
+// delivered (a transform or the sink took it and returned no error) or
+// dead-lettered. Summed over the stages of a pipeline that has ended,
+// Emitted == Delivered + DeadLettered.
+type Counts struct {
+	// In counts the items the stage received, error items included.
+	In uint64 `json:"in,omitempty"`
+	// Out counts the items the stage sent downstream: the ones it emitted
+	// and the error items it passed on.
+	Out uint64 `json:"out,omitempty"`
+	// Emitted counts the items the stage created.
+	Emitted uint64 `json:"emitted"`
+	// Delivered counts the ok items the stage's handler consumed without
+	// error.
+	Delivered uint64 `json:"delivered"`
+	// DeadLettered counts the dead letters that failed at this stage
+	// (attributed by [ItemError.Stage]). Most are dead-lettered by the sink
+	// stage, so the count can still grow after this stage completed; it is
+	// final once the pipeline has ended.
+	DeadLettered uint64 `json:"dead_lettered"`
+}
+
+// counters are a stage's live Counts. A stage adds to them once per batch,
+// and adds to emitted before the items it counts become visible downstream,
+// so that a reader who loads delivered and dead-lettered before emitted
+// never sees more items ended than emitted.
+type counters struct {
+	in, out, emitted, delivered, deadLettered atomic.Uint64
+}
+
+func (c *counters) load() Counts {
+	var s Counts
+	s.Delivered = c.delivered.Load()
+	s.DeadLettered = c.deadLettered.Load()
+	s.In = c.in.Load()
+	s.Out = c.out.Load()
+	s.Emitted = c.emitted.Load()
+	return s
+}
+
+// Step is one entry of a stage's state timeline: the state it entered and
+// when.
+type Step struct {
+	State State
+	At    time.Time
+}
+
+// StageStats is a snapshot of one stage.
+type StageStats struct {
+	Name string
+	// Kind is "source", "transform" or "sink".
+	Kind   string
+	State  State
+	Counts Counts
+	// Timeline lists the states the stage entered, in order, starting with
+	// Created at the time the pipeline was built.
+	Timeline []Step
+}
+
+// Stats is a snapshot of a pipeline, taken by [Pipeline.Stats].
+type Stats struct {
+	// Emitted, Delivered and DeadLettered sum the stages' Counts.
+	Emitted, Delivered, DeadLettered uint64
+	// InFlight is Emitted - Delivered - DeadLettered: items in channels or
+	// in stages' hands. It is 0 once the pipeline has ended.
+	InFlight uint64
+	Stages   []StageStats
+}
