@@ -40,12 +40,15 @@ import (
 // fall due at the same instant would make a case nondeterministic (which
 // goroutine runs first is up to the scheduler), so: state timeouts and idle
 // waits are multiples of propGrid; a sleep in user code is a multiple plus
-// propSkew, so that fewer than propGrid/propSkew sleeps never end on a
-// deadline; and a cancellation by the clock falls half-way between grid
-// points.
+// propSkew, and a case sleeps at most propMaxSleeps times, so that sleeps
+// never end on a deadline; a cancellation by the clock falls half-way
+// between grid points; and the i-th operation of a control script falls
+// (i+1)·propOpSkew past that, which no sum of sleeps reaches.
 const (
-	propGrid = 100 * time.Microsecond
-	propSkew = time.Nanosecond
+	propGrid      = 100 * time.Microsecond
+	propSkew      = time.Nanosecond
+	propMaxSleeps = 500
+	propOpSkew    = time.Microsecond
 )
 
 // propHorizon is when the harness cancels a Run that has not returned yet (a
@@ -214,11 +217,10 @@ var propOpNames = [...]string{"TrySend", "Send", "CloseControl", "Stop", "Abort"
 
 func (k propOpKind) String() string { return propOpNames[k] }
 
-// propOp is one step of the control script, at a time of its own: half a
-// grid step plus a microsecond past a grid point, at least a grid step
-// after the previous one, so that it never coincides with any other timer
-// of the case or another step, and Run is blocked (in a wait or in user
-// code) when it happens.
+// propOp is one step of the control script, at a time of its own (see
+// propGrid), so that it never coincides with any timer of the case, nor
+// with one armed after another step, and Run is blocked (in a wait or in
+// user code) when it happens.
 type propOp struct {
 	at    time.Duration
 	kind  propOpKind
@@ -340,7 +342,7 @@ func drawPropControl(t *rapid.T, c *propCase) {
 	c.ops = rapid.SliceOfN(rapid.Custom(func(t *rapid.T) propOp {
 		at += time.Duration(rapid.IntRange(1, 30).Draw(t, "op.after")) * propGrid
 		return propOp{
-			at:    at + propGrid/2 + time.Microsecond,
+			at:    at + propGrid/2,                                     // plus its own skew: see runPropCase
 			kind:  propOpKind(propPick(t, "op.kind", 10, 10, 2, 1, 1)), // TrySend, Send, CloseControl, Stop, Abort
 			event: rapid.IntRange(0, c.events-1).Draw(t, "op.event"),
 		}
@@ -434,6 +436,7 @@ type propHarness struct {
 
 	// Counters.
 	calls        int
+	sleeps       int
 	dispatches   int
 	efaeCalls    int
 	routed       int // EventForActionError calls that returned
@@ -562,7 +565,8 @@ type propResult struct {
 
 // perform plays a scripted call: sleep, maybe cancel, then the outcome.
 func (h *propHarness) perform(ctx context.Context, c propCall) propResult {
-	if c.sleep > 0 {
+	if c.sleep > 0 && h.sleeps < propMaxSleeps {
+		h.sleeps++
 		time.Sleep(c.sleep)
 	}
 	if c.cancel {
@@ -1207,11 +1211,11 @@ func TestStartProperties(t *testing.T) {
 // checks each operation's result against the queue as it should be, which
 // it updates first: the loop may take an event the moment it is queued.
 func (h *propHarness) play(st *stagefsm.Stage[propState, propEvent]) (stopErr error, stopped bool) {
-	for _, op := range h.c.ops {
+	for i, op := range h.c.ops {
 		select {
 		case <-st.Done():
 			return nil, false
-		case <-time.After(time.Until(h.t0.Add(op.at))):
+		case <-time.After(time.Until(h.t0.Add(op.at + time.Duration(i+1)*propOpSkew))):
 		}
 		switch op.kind {
 		case opTrySend, opSend:
