@@ -319,7 +319,7 @@ func (p *Pipeline) supervise(ctx context.Context) {
 			// A consequence of another stage's failure to open, which is
 			// reported instead.
 		case final.Kind == Failed:
-			failures = append(failures, &StageError{Stage: u.name, Err: final.Reason})
+			failures = append(failures, &StageError{Stage: u.name, Err: u.reason(final.Reason)})
 		}
 		if !u.completed {
 			outcome, reason := OutcomeAborted, "aborted"

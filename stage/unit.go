@@ -62,6 +62,7 @@ type unit struct {
 
 	opened   bool       // the Open hook succeeded (or there is none)
 	closed   bool       // the Close hook was called
+	closeErr error      // the Close hook's error in a stage that had failed
 	openDone chan error // receives the Open action's result, once
 
 	final     State // the state that dispatched Terminate
@@ -154,9 +155,19 @@ func (a action) Execute(ctx context.Context, u *unit) error {
 			return nil
 		}
 		u.closed = true
-		if c, ok := u.core.handler().(io.Closer); ok {
+		c, ok := u.core.handler().(io.Closer)
+		switch {
+		case !ok:
+			return nil
+		case u.state.Kind != Failed:
 			return c.Close()
 		}
+		// The stage has failed already (the observer recorded Failed before
+		// the actions run): its reason stands. A Close that fails now is
+		// not routed — as the failure of a failure action it would end the
+		// stage's loop and abort the whole pipeline — but reported with
+		// the reason (see unit.reason).
+		u.closeErr = safeCall(c.Close)
 		return nil
 	case actSendFailure:
 		u.core.closeOutput()
@@ -165,6 +176,15 @@ func (a action) Execute(ctx context.Context, u *unit) error {
 	default:
 		return fmt.Errorf("stage %s: unknown action %v", u.name, a)
 	}
+}
+
+// reason is why the stage failed: r, its state's reason, and the error of
+// its Close hook if that failed too.
+func (u *unit) reason(r error) error {
+	if u.closeErr == nil {
+		return r
+	}
+	return fmt.Errorf("%w (and Close: %w)", r, u.closeErr)
 }
 
 // supervisor is the [stagefsm.HandlerSupervised] of every stage. Its
@@ -246,7 +266,7 @@ func (s supervisor) WriteCompletionEvent(context.Context) error {
 	e := Entry{Time: time.Now(), Pipeline: u.p.opts.name, Stage: u.name, Kind: EntryCompleted, Outcome: OutcomeDrained}
 	if u.final.Kind == Failed {
 		e.Outcome = OutcomeFailed
-		e.Reason = reasonText(u.final.Reason)
+		e.Reason = reasonText(u.reason(u.final.Reason))
 	}
 	counts := u.stats.load()
 	e.Counts = &counts
