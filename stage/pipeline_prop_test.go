@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -167,9 +168,12 @@ type pipeRig struct {
 	letters   int
 	failures  map[string]error // stage -> the first failure injected there
 	drained   bool
-	aborted   bool
+	aborted   bool // a handler asked for an abort (so before the end)
+	outAbort  bool // an abort was asked for from outside (maybe after the end)
 	log       []string
 	bad       []string
+
+	outside sync.WaitGroup // the goroutines of fromOutside
 }
 
 func newPipeRig(plan *pipePlan) *pipeRig {
@@ -204,6 +208,34 @@ func (r *pipeRig) logf(format string, args ...any) {
 	if len(r.log) < 200 {
 		r.log = append(r.log, fmt.Sprintf(format, args...))
 	}
+}
+
+// fromOutside drains or aborts the pipeline after d, from another
+// goroutine, unless it has ended by then. An abort from outside may land
+// after the end (then Wait does not report it); check tells by Wait's
+// result.
+func (r *pipeRig) fromOutside(d time.Duration, abort bool) {
+	r.outside.Go(func() {
+		select {
+		case <-time.After(d):
+		case <-r.p.Done():
+			return
+		}
+		r.mu.Lock()
+		if abort {
+			r.outAbort = true
+		} else {
+			r.drained = true
+		}
+		r.mu.Unlock()
+		if abort {
+			r.logf("outside, after %v: Abort", d)
+			r.p.Abort()
+		} else {
+			r.logf("outside, after %v: Drain", d)
+			r.p.Drain()
+		}
+	})
 }
 
 // pick returns a number in [0, k) for decision salt of call n at pos: a
@@ -523,6 +555,10 @@ func (r *pipeRig) check(t assert.TestingT, err error, j *stage.MemoryJournal) {
 	if r.aborted {
 		assert.ErrorIs(t, err, stage.ErrAborted)
 	}
+	if errors.Is(err, stage.ErrAborted) && !r.aborted && !r.outAbort {
+		r.bad = append(r.bad, fmt.Sprintf("Wait reports an abort nobody asked for: %v", err))
+	}
+	r.aborted = r.aborted || errors.Is(err, stage.ErrAborted)
 	for name, se := range failed {
 		want, ok := r.failures[name]
 		switch {
@@ -613,28 +649,53 @@ func pipeStageErrors(err error) map[string]*stage.StageError {
 	return found
 }
 
-// runPipePlan runs a plan to its end and checks it. patience bounds the
-// wait (fake time under synctest, real time in the chaos test): past it
-// the run aborts the pipeline and fails.
-func runPipePlan(t assert.TestingT, plan *pipePlan, patience time.Duration) *pipeRig {
+// runPipePlan runs a plan to its end and checks it. during, if not nil, is
+// called once the pipeline has started (the chaos test drains and aborts
+// from outside with it). patience bounds each wait (fake time under
+// synctest, real time in the chaos test): past it the run aborts the
+// pipeline and fails, and if even that does not end it, gives up with the
+// goroutines' stacks.
+func runPipePlan(t assert.TestingT, plan *pipePlan, patience time.Duration, during func(*pipeRig)) *pipeRig {
 	r := newPipeRig(plan)
 	j := &stage.MemoryJournal{}
 	p := r.build(j)
 	ctx := context.Background()
 	startErr := p.Start(ctx)
-	wctx, cancel := context.WithTimeout(ctx, patience)
-	defer cancel()
-	err := p.Wait(wctx)
-	if errors.Is(err, context.DeadlineExceeded) && wctx.Err() != nil {
-		assert.Fail(t, "pipeline did not end", "within %v; aborting it", patience)
+	if during != nil {
+		during(r)
+	}
+	ended, err := pipeWait(p, patience)
+	defer r.outside.Wait()
+	if !ended {
+		assert.Fail(t, "pipeline did not end", "within %v; aborting it. Plan %+v", patience, *plan)
 		p.Abort()
-		err = p.Wait(ctx)
+		if ended, err = pipeWait(p, patience); !ended {
+			buf := make([]byte, 1<<20)
+			assert.Fail(t, "aborted pipeline did not end", "%s", buf[:runtime.Stack(buf, true)])
+			return r
+		}
+		r.aborted = true
 	}
 	if startErr != nil {
 		assert.Equal(t, startErr, err, "Start's error is Wait's")
 	}
+	r.outside.Wait()
 	r.check(t, err, j)
 	return r
+}
+
+// pipeWait waits for p at most patience; ended is false if it had not
+// ended by then.
+func pipeWait(p *stage.Pipeline, patience time.Duration) (ended bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	err = p.Wait(ctx)
+	select {
+	case <-p.Done():
+		return true, err
+	default:
+		return false, nil
+	}
 }
 
 // TestPipelineProperties runs random pipelines (0 to 3 transforms, batches
@@ -649,7 +710,7 @@ func runPipePlan(t assert.TestingT, plan *pipePlan, patience time.Duration) *pip
 func TestPipelineProperties(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		plan := drawPipePlan(rapidDraw{rt}, 800, 10*time.Millisecond)
-		rapid.SyncTest(rt, func(st *rapid.T) { runPipePlan(st, plan, time.Hour) })
+		rapid.SyncTest(rt, func(st *rapid.T) { runPipePlan(st, plan, time.Hour, nil) })
 	})
 }
 
