@@ -1393,12 +1393,12 @@ func propLater(a, b time.Time) time.Time {
 // Regression tests for the bugs the properties found, each minimised to a
 // plain case.
 
-// timedSup is a stage whose state "waiting" times out timedSupAfter after
+// propTimedSup is a stage whose state "waiting" times out propTimedAfter after
 // every event the machine handles in it, with the event "timeout". The
 // edges out of "waiting" are set per test; every other state terminates.
 // Dispatch in "waiting" runs the next function of script (Terminate once
 // they are used up).
-type timedSup struct {
+type propTimedSup struct {
 	script       []func(ctx context.Context) (stagefsm.Directive[string], error)
 	afterTimeout string // the state "timeout" enters
 	timeoutFails error  // the error of the action "timeout" returns, if any
@@ -1410,37 +1410,37 @@ type timedSup struct {
 	routed     []error
 }
 
-const timedSupAfter = time.Millisecond
+const propTimedAfter = time.Millisecond
 
-// timedAction is the action type of timedSup.
-type timedAction struct{ err error }
+// propTimedAction is the action type of propTimedSup.
+type propTimedAction struct{ err error }
 
-func (a timedAction) Execute(context.Context, *timedSup) error { return a.err }
+func (a propTimedAction) Execute(context.Context, *propTimedSup) error { return a.err }
 
-func (s *timedSup) Name() string                { return "timed" }
-func (s *timedSup) StageID() stagefsm.StageID   { return "timed" }
-func (s *timedSup) WriterID() stagefsm.WriterID { return "timed" }
-func (s *timedSup) State() string               { return s.state }
+func (s *propTimedSup) Name() string                { return "timed" }
+func (s *propTimedSup) StageID() stagefsm.StageID   { return "timed" }
+func (s *propTimedSup) WriterID() stagefsm.WriterID { return "timed" }
+func (s *propTimedSup) State() string               { return s.state }
 
-func (s *timedSup) BuildStateMachine(initial string) (stagefsm.Machine[string, string, *timedSup, timedAction], error) {
+func (s *propTimedSup) BuildStateMachine(initial string) (stagefsm.Machine[string, string, *propTimedSup, propTimedAction], error) {
 	s.enter(initial)
 	return s, nil
 }
 
-func (s *timedSup) enter(state string) {
-	s.state, s.deadline = state, time.Now().Add(timedSupAfter)
+func (s *propTimedSup) enter(state string) {
+	s.state, s.deadline = state, time.Now().Add(propTimedAfter)
 }
 
-func (s *timedSup) Timeout() (time.Time, string, bool) {
+func (s *propTimedSup) Timeout() (time.Time, string, bool) {
 	return s.deadline, "timeout", s.state == "waiting"
 }
 
-func (s *timedSup) Handle(_ context.Context, event string, _ *timedSup) ([]timedAction, error) {
+func (s *propTimedSup) Handle(_ context.Context, event string, _ *propTimedSup) ([]propTimedAction, error) {
 	switch event {
 	case "timeout":
 		s.enter(s.afterTimeout)
 		if s.timeoutFails != nil {
-			return []timedAction{{err: s.timeoutFails}}, nil
+			return []propTimedAction{{err: s.timeoutFails}}, nil
 		}
 	case "failure":
 		s.enter(s.afterFailure)
@@ -1450,7 +1450,7 @@ func (s *timedSup) Handle(_ context.Context, event string, _ *timedSup) ([]timed
 	return nil, nil
 }
 
-func (s *timedSup) DispatchState(ctx context.Context, state string, _ *timedSup) (stagefsm.Directive[string], error) {
+func (s *propTimedSup) DispatchState(ctx context.Context, state string, _ *propTimedSup) (stagefsm.Directive[string], error) {
 	if state != "waiting" || s.dispatches == len(s.script) {
 		return stagefsm.Terminate[string](), nil
 	}
@@ -1458,12 +1458,12 @@ func (s *timedSup) DispatchState(ctx context.Context, state string, _ *timedSup)
 	return s.script[s.dispatches-1](ctx)
 }
 
-func (s *timedSup) EventForActionError(err error) string {
+func (s *propTimedSup) EventForActionError(err error) string {
 	s.routed = append(s.routed, err)
 	return "failure"
 }
 
-func (s *timedSup) WriteCompletionEvent(context.Context) error { return nil }
+func (s *propTimedSup) WriteCompletionEvent(context.Context) error { return nil }
 
 // TestRunRoutesBugsAfterStateDeadline: a dispatch that panicked, or returned
 // the zero Directive, after its state's deadline had passed was taken for a
@@ -1502,10 +1502,10 @@ func TestRunRoutesBugsAfterStateDeadline(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				s := &timedSup{
+				s := &propTimedSup{
 					script: []func(context.Context) (stagefsm.Directive[string], error){
 						func(context.Context) (stagefsm.Directive[string], error) {
-							time.Sleep(2 * timedSupAfter) // busy past the deadline, not watching ctx
+							time.Sleep(2 * propTimedAfter) // busy past the deadline, not watching ctx
 							return tt.then()
 						},
 					},
@@ -1538,7 +1538,7 @@ func TestRunRoutesBugsAfterStateDeadline(t *testing.T) {
 func TestRunFailureLoopCountResetByTimedOutDispatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		errTimeoutAction := errors.New("timeout action failed")
-		s := &timedSup{
+		s := &propTimedSup{
 			script: []func(context.Context) (stagefsm.Directive[string], error){
 				func(context.Context) (stagefsm.Directive[string], error) { return stagefsm.Idle[string](), nil },
 				func(ctx context.Context) (stagefsm.Directive[string], error) {
@@ -1562,6 +1562,6 @@ func TestRunFailureLoopCountResetByTimedOutDispatch(t *testing.T) {
 		for _, r := range s.routed {
 			assert.ErrorIs(t, r, errTimeoutAction)
 		}
-		assert.Equal(t, 2*timedSupAfter, time.Since(start))
+		assert.Equal(t, 2*propTimedAfter, time.Since(start))
 	})
 }
