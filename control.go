@@ -267,6 +267,9 @@ func (l *loop[S, E, C, A]) attach(st *Stage[S, E]) error {
 		user = o
 	}
 	if st == nil {
+		if l.opts.restart != nil {
+			return errors.New("stagefsm: WithRestart applies to Start only; Run runs the stage once")
+		}
 		l.obs = user
 		return nil
 	}

@@ -74,11 +74,27 @@
 // when its level is off, whereas an Observer is for the user's own typed
 // instrumentation.
 //
+// # Restarting failed stages
+//
+// [WithRestart] makes Start restart a stage that failed — Run returned an
+// error, or the machine terminated in a state the supervisor reports as
+// failed ([Failable]) — with a fresh machine from the initial state and a
+// context from the caller's factory, behind the same [Stage] handle. A
+// [RestartPolicy] bounds the restarts as an Erlang/OTP supervisor does (at
+// most N within a sliding period, else [ErrRestartIntensity]) and spaces
+// them with a per-stage exponential backoff (capped, with jitter that a
+// seed makes reproducible, reset once the stage has been healthy). Failures
+// wrapping [ErrPermanent] (see [Permanent]) are not restarted, nor is a
+// cancellation, nor a failure after [Stage.Stop] or [Stage.CloseControl]
+// asked the stage to finish; a Stop during the backoff ends the stage at
+// once. Restarts are logged at Warn, reported to the [Observer] and counted
+// by [Stage.Restarts].
+//
 // # Options
 //
 // [WithLogger], [WithIdleBackoff], [WithMaxConsecutiveFailures],
 // [WithRecoverPanics], [WithObserver] and [WithControlCapacity] configure
-// Run and Start. With no options Run logs nothing,
+// Run and Start; [WithRestart] configures Start. With no options Run logs nothing,
 // waits 1ms to 10ms between idle dispatches, gives up after 100 failures in
 // a row and recovers panics.
 package stagefsm

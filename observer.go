@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"time"
 )
 
 // Observer receives typed callbacks from [Run] for what the loop commits, so
@@ -27,6 +28,15 @@ import (
 // OnFailure (each after the machine committed the state change and before
 // the actions run), then at most one OnComplete, then exactly one OnExit —
 // also when Run returns an error, and when the machine could not be built.
+//
+// Under [WithRestart] each incarnation of the stage is one Run with the
+// calls above. After an incarnation's OnExit come, when its failure is
+// restarted, OnRestartScheduled and then (once the backoff has passed and
+// the new context was made) OnRestarted, before the next incarnation's
+// calls; when it is not restarted, OnGaveUp. These three are called from
+// the stage's goroutine too, and a panic in them ends the stage with an
+// error wrapping a [*PanicError]. Without WithRestart they are never
+// called.
 //
 // # Cost
 //
@@ -54,6 +64,29 @@ type Observer[S, E any] struct {
 	// and Run's result (nil on success). When BuildStateMachine failed the
 	// state is the initial one given to Run.
 	OnExit func(state S, err error)
+
+	// OnRestartScheduled is called when a failure will be restarted (see
+	// [WithRestart]): restart is its number (1 for the stage's first
+	// restart; a restart whose context factory failed is scheduled again
+	// with the same number), delay the backoff before it, cause the failure
+	// (or the factory's error). The control
+	// queue has just been emptied: events sent from now on (with
+	// [Stage.TrySend], which never waits) go to the next incarnation, so
+	// this is where a stage whose initial state is a gate is sent its gate
+	// event again.
+	OnRestartScheduled func(restart int, delay time.Duration, cause error)
+
+	// OnRestarted is called when a restarted incarnation is about to run,
+	// with its number (2 for the first restart), after its context was made
+	// and the initial state published, before its machine is built.
+	OnRestarted func(incarnation int)
+
+	// OnGaveUp is called when a failure ends a stage started with
+	// [WithRestart] without a restart, with the stage's result: the failure
+	// itself when it is permanent or the stage was asked to finish, an error
+	// wrapping [ErrRestartIntensity] and the failure when restarts were too
+	// frequent. It is not called when the stage succeeds or is cancelled.
+	OnGaveUp func(err error)
 }
 
 // The loop's hook sites. Each is reached only when l.obs is not nil, and

@@ -1,6 +1,8 @@
 package stagefsm
 
 import (
+	"context"
+	"errors"
 	"time"
 
 	"go.uber.org/zap"
@@ -26,7 +28,8 @@ type options struct {
 	maxFailures   int
 	recoverPanics bool
 	controlCap    int
-	observer      any // *Observer[S, E], asserted once when Run starts
+	observer      any            // *Observer[S, E], asserted once when Run starts
+	restart       *restartConfig // nil: Start runs the stage once
 }
 
 func newOptions(opts []Option) options {
@@ -133,10 +136,76 @@ func WithControlCapacity(n int) Option {
 // Default: none (no call, no allocation).
 func WithObserver[S, E any](obs Observer[S, E]) Option {
 	return optionFunc(func(o *options) {
-		if obs.OnTransition == nil && obs.OnFailure == nil && obs.OnComplete == nil && obs.OnExit == nil {
+		if obs.OnTransition == nil && obs.OnFailure == nil && obs.OnComplete == nil && obs.OnExit == nil &&
+			obs.OnRestartScheduled == nil && obs.OnRestarted == nil && obs.OnGaveUp == nil {
 			o.observer = nil
 			return
 		}
 		o.observer = &obs
+	})
+}
+
+// WithRestart makes [Start] restart the stage after a failure, per policy,
+// behind the same [Stage] handle. It applies to Start only: [Run] given it
+// returns an error at once.
+//
+// A failure is Run returning an error, or Run returning nil in a state the
+// supervisor reports as failed ([Failable]; the failure then wraps
+// [ErrFailedState]). Each restart waits the policy's backoff, then builds
+// a fresh machine from the initial state given to Start, with the context
+// newContext(ctx, prev) returns (prev is the previous incarnation's; the
+// first incarnation uses the one given to Start; ctx is Start's). A
+// factory error is a failure of the restart: it counts against the
+// intensity and is retried after the next backoff.
+//
+// The supervised stage ends, and [Stage.Wait] returns:
+//   - nil, when an incarnation terminates without error in a state that is
+//     not failed (a graceful [Stage.Stop] included);
+//   - the failure, when it wraps [ErrPermanent] (or a [*PanicError] with
+//     [RestartPolicy.PanicIsPermanent]), or when it happens after
+//     [Stage.Stop] or [Stage.CloseControl] asked the stage to finish — also
+//     while it waits to restart: no new incarnation starts then;
+//   - an error wrapping [ErrRestartIntensity] and the failure, when the
+//     failure would exceed the policy's intensity;
+//   - an error for which errors.Is(err, context.Canceled) (or
+//     DeadlineExceeded) holds, when Start's ctx is done or [Stage.Abort]
+//     was called: a cancellation is never restarted; when it interrupts a
+//     backoff, the error also wraps the failure;
+//   - an error wrapping a [*PanicError] for a panic in [Failable]'s
+//     FailedState or in a restart callback of the [Observer];
+//   - at once, without running anything, an error for a nil newContext, a
+//     newContext whose type does not match the stage's context, or a
+//     policy with a negative duration or a Jitter outside [0, 1]; and Run's
+//     own set-up errors (a nil supervisor, a mismatched [WithObserver]) are
+//     not restarted.
+//
+// Across restarts the handle keeps working: [Stage.Send] reaches the
+// current incarnation, and the state published through [Stage.State],
+// [Stage.Subscribe] and [Stage.WaitState] becomes the initial state when
+// an incarnation starts ([Stage.Changes] goes on, see [Change.Restarts]);
+// [Stage.Wait] and [Stage.Done] report the end of the last incarnation.
+// The control queue outlives incarnations, but each time a restart is
+// scheduled the events still queued are discarded (they were meant for a
+// machine that is gone, or for a restart that failed; the restart's Warn
+// line counts them): events sent from then on, during the backoff
+// included, go to the next incarnation. Control events are not replayed: a
+// stage whose initial state waits for one (a gate) must be sent it again —
+// sent from [Observer.OnRestartScheduled] with [Stage.TrySend], it is the
+// first event the next incarnation takes.
+//
+// Each restart is logged at Warn and reported to the [Observer]
+// (OnRestartScheduled, OnRestarted, OnGaveUp); the handle reports
+// [Stage.Restarts] and [Stage.LastFailure]. The observer's other callbacks
+// are called for every incarnation, each of which is a Run.
+//
+// Default: none (a failed stage stays failed).
+func WithRestart[C any](policy RestartPolicy, newContext func(ctx context.Context, prev C) (C, error)) Option {
+	return optionFunc(func(o *options) {
+		cfg := &restartConfig{factory: newContext}
+		cfg.policy, cfg.err = policy.normalize()
+		if newContext == nil {
+			cfg.err = errors.Join(cfg.err, errors.New("stagefsm: WithRestart was given a nil context factory"))
+		}
+		o.restart = cfg
 	})
 }

@@ -19,12 +19,18 @@ import (
 // Seq numbers the changes of one stage from 1, without gaps; a reader that
 // sees a jump in Seq knows how many changes it missed (see [Stage.Changes]
 // for the drop policy).
+//
+// Restarts is how many times the stage had been restarted (see
+// [WithRestart]) when the change was committed: 0 without restarts. The
+// first change of a new incarnation starts from the initial state, and Seq
+// goes on counting across incarnations.
 type Change[S, E any] struct {
-	Seq   uint64
-	From  S
-	Event E
-	To    S
-	Err   error
+	Seq      uint64
+	From     S
+	Event    E
+	To       S
+	Err      error
+	Restarts int
 }
 
 // Stage is the handle of a stage running in the background, returned by
@@ -39,15 +45,19 @@ type Stage[S, E any] struct {
 	done      chan struct{}
 	queue     *controlQueue[E]
 	stopEvent E
-	stopErr   error // why Stop cannot send: ErrNoStopEvent, or StopEvent panicked
+	stopErr   error         // why Stop cannot send: ErrNoStopEvent, or StopEvent panicked
+	restart   *restartState // nil without WithRestart
 
-	mu      sync.Mutex // guards the fields below
-	state   S
-	seq     uint64
-	err     error // Run's result, set before done is closed
-	ended   bool
-	subs    map[*stateSub[S]]struct{}
-	changes map[*changeSub[S, E]]struct{}
+	mu          sync.Mutex // guards the fields below
+	state       S
+	seq         uint64
+	seq0        uint64 // seq when the current incarnation started
+	restarts    int
+	lastFailure error
+	err         error // Run's result, set before done is closed
+	ended       bool
+	subs        map[*stateSub[S]]struct{}
+	changes     map[*changeSub[S, E]]struct{}
 
 	waitMu  sync.Mutex // guards waiters; taken without mu held
 	waiters map[*stateWaiter[S]]struct{}
@@ -87,8 +97,9 @@ type waitResult[S any] struct {
 // queued event ahead of each dispatch), and every state the machine commits
 // is published to [Stage.State], [Stage.Subscribe], [Stage.Changes] and
 // [Stage.WaitState] — terminal states included, also when Run returns an
-// error. The control queue holds [WithControlCapacity] events. All other
-// options are Run's.
+// error. The control queue holds [WithControlCapacity] events. With
+// [WithRestart] a failed stage is restarted behind the same handle. All
+// other options are Run's.
 //
 // Until the machine's first transition [Stage.State] reports initial.
 func Start[S, E, C any, A Action[C]](ctx context.Context, h HandlerSupervised[S, E, C, A], initial S, c C, opts ...Option) *Stage[S, E] {
@@ -101,9 +112,17 @@ func Start[S, E, C any, A Action[C]](ctx context.Context, h HandlerSupervised[S,
 		state:  initial,
 	}
 	s.stopEvent, s.stopErr = stopEventOf[E](h, o.recoverPanics)
+	if o.restart != nil {
+		s.restart = newRestartState()
+	}
 	go func() {
 		defer cancel()
-		err := run(ctx, h, initial, c, &o, s)
+		var err error
+		if s.restart != nil {
+			err = supervise(ctx, h, initial, c, &o, s)
+		} else {
+			err = run(ctx, h, initial, c, &o, s)
+		}
 		if n := s.queue.stop(); n > 0 {
 			o.logger.Warn("stage ended with control events not delivered", zap.Int("undelivered", n))
 		}
@@ -164,7 +183,7 @@ func (s *Stage[S, E]) publish(from S, event E, to S, cause error) {
 	s.mu.Lock()
 	s.seq++
 	s.state = to
-	change := Change[S, E]{Seq: s.seq, From: from, Event: event, To: to, Err: cause}
+	change := Change[S, E]{Seq: s.seq, From: from, Event: event, To: to, Err: cause, Restarts: s.restarts}
 	for sub := range s.subs {
 		offerLatest(sub.ch, to)
 	}
@@ -176,12 +195,12 @@ func (s *Stage[S, E]) publish(from S, event E, to S, cause error) {
 }
 
 // exit records the final state when Run is about to return. After a commit
-// it is the state already published; it differs only when the stage never
-// committed a transition (the machine may report another state than the
-// one given to Start, or was never built).
+// it is the state already published; it differs only when the stage (or its
+// current incarnation) never committed a transition (the machine may report
+// another state than the one given to Start, or was never built).
 func (s *Stage[S, E]) exit(state S) {
 	s.mu.Lock()
-	if s.seq > 0 {
+	if s.seq > s.seq0 {
 		s.mu.Unlock()
 		return
 	}
@@ -296,9 +315,13 @@ func (s *Stage[S, E]) TrySend(e E) error {
 // Events already queued are still delivered; after them, a state that polls
 // or blocks sees the closure and feeds the event the supervisor maps it to
 // (see [Controlled]), if any. Later sends return [ErrControlClosed].
-// CloseControl is idempotent.
+// CloseControl is idempotent. Under [WithRestart] it also asks the stage to
+// finish: a failure after it is not restarted.
 func (s *Stage[S, E]) CloseControl() {
 	s.queue.close()
+	if s.restart != nil {
+		s.restart.requestFinish()
+	}
 }
 
 // State returns the latest state the stage published: the initial state
@@ -432,7 +455,8 @@ func (s *Stage[S, E]) Changes(ctx context.Context, buffer int) <-chan Change[S, 
 func (s *Stage[S, E]) Done() <-chan struct{} { return s.done }
 
 // Wait waits for the stage to finish and returns Run's result (nil after a
-// successful [Terminate]); see [Run] for every way it returns. It may be
+// successful [Terminate]); see [Run] for every way it returns, and
+// [WithRestart] for a stage that is restarted after failures. It may be
 // called any number of times, from any goroutine, and returns the same
 // result each time. If ctx is done first, it returns ctx.Err() and the stage
 // keeps running.
@@ -453,9 +477,17 @@ func (s *Stage[S, E]) Wait(ctx context.Context) error {
 // [Stage.Abort] to force it. Without a stop event Stop returns
 // [ErrNoStopEvent] at once and sends nothing (and an error wrapping a
 // [*PanicError] if StopEvent panicked when Start called it).
+//
+// Under [WithRestart], Stop also means that a failure from now on is not
+// restarted: the stage then ends with that failure. Called while the stage
+// waits to restart, Stop sends nothing, no new incarnation starts, and
+// Stop returns the failure at once.
 func (s *Stage[S, E]) Stop(ctx context.Context) error {
 	if s.stopErr != nil {
 		return s.stopErr
+	}
+	if s.restart != nil && !s.restart.requestFinish() {
+		return s.Wait(ctx)
 	}
 	err := s.queue.send(ctx, s.stopEvent)
 	if err != nil && !errors.Is(err, ErrStageDone) && !errors.Is(err, ErrControlClosed) {
