@@ -34,7 +34,9 @@ import (
 // script played against the Stage handle (Send, TrySend, CloseControl,
 // Stop, Abort at random moments) and a random control policy per state.
 //
-// Local soak: go test -run 'TestRunProperties|TestStartProperties' -rapid.checks=10000 .
+// Local soak (the package before rapid's flag):
+//
+//	go test . -run 'TestRunProperties|TestStartProperties' -rapid.checks=10000
 
 // propGrid is the granularity of the durations in a case. Timers that
 // fall due at the same instant would make a case nondeterministic (which

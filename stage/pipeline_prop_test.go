@@ -35,7 +35,9 @@ import (
 // whatever the scheduling; only where drains and aborts land is up to the
 // scheduler, and the invariants hold for any landing.
 //
-// Local soak: go test -run TestPipelineProperties -rapid.checks=10000 ./stage
+// Local soak (the package before rapid's flag):
+//
+//	go test ./stage -run TestPipelineProperties -rapid.checks=10000
 
 // pipePlan is a random pipeline and what goes wrong in it.
 type pipePlan struct {
