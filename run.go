@@ -44,8 +44,8 @@ import (
 //     during an idle wait, or when user code returns an error while ctx is
 //     done; no failure is routed and no completion is written;
 //   - an error wrapping a [*PanicError] for a panic that cannot be routed (in
-//     Handle, State, a failure action, BuildStateMachine,
-//     EventForActionError or WriteCompletionEvent);
+//     Handle, State, a failure action, Name, StageID, WriterID,
+//     BuildStateMachine, EventForActionError or WriteCompletionEvent);
 //   - an error wrapping the error of BuildStateMachine, or an error when h is
 //     nil or builds a nil machine.
 //
@@ -100,13 +100,8 @@ type loop[S, E, C any, A Action[C]] struct {
 }
 
 func (l *loop[S, E, C, A]) start(initial S) error {
-	l.name = l.h.Name()
-	if l.log.Core().Enabled(zapcore.ErrorLevel) {
-		l.log = l.log.With(
-			zap.String("supervisor", l.name),
-			zap.String("stage_id", string(l.h.StageID())),
-			zap.String("writer_id", string(l.h.WriterID())),
-		)
+	if err := l.describe(); err != nil {
+		return fmt.Errorf("stagefsm: supervisor Name, StageID or WriterID: %w", err)
 	}
 	l.debug = l.log.Core().Enabled(zapcore.DebugLevel)
 
@@ -362,6 +357,22 @@ func (l *loop[S, E, C, A]) canceled(ctx context.Context, userErr error) error {
 // The calls into user code. Each is a recovery boundary (unless panics are
 // not to be recovered): a panic becomes a *PanicError returned as the call's
 // error, and the caller decides whether it is routed or ends Run.
+
+// describe reads the supervisor's name and, for an enabled logger, its ids.
+func (l *loop[S, E, C, A]) describe() (err error) {
+	if l.opts.recoverPanics {
+		defer recoverTo(&err)
+	}
+	l.name = l.h.Name()
+	if l.log.Core().Enabled(zapcore.ErrorLevel) {
+		l.log = l.log.With(
+			zap.String("supervisor", l.name),
+			zap.String("stage_id", string(l.h.StageID())),
+			zap.String("writer_id", string(l.h.WriterID())),
+		)
+	}
+	return nil
+}
 
 func (l *loop[S, E, C, A]) build(initial S) (m Machine[S, E, C, A], err error) {
 	if l.opts.recoverPanics {

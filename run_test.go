@@ -461,6 +461,13 @@ func TestRunNilSupervisorOrMachine(t *testing.T) {
 		err := stagefsm.Run(t.Context(), h, created, &stageCtx{})
 		assert.Error(t, err)
 	})
+	t.Run("typed nil supervisor", func(t *testing.T) {
+		var s *sup
+		var err error
+		require.NotPanics(t, func() { err = stagefsm.Run(t.Context(), s, created, &stageCtx{}) })
+		var pe *stagefsm.PanicError
+		assert.ErrorAs(t, err, &pe)
+	})
 	t.Run("nil machine", func(t *testing.T) {
 		s, c := newSup(stdEdges(), script())
 		s.build = func(state) (fakeMachine, error) { return nil, nil }
@@ -678,6 +685,9 @@ func TestRunUnroutablePanicsEndRun(t *testing.T) {
 			s.after = map[state]time.Duration{}
 			s.onTimeout = panicOnce(2)
 		}, []step{trans("work")}, 0},
+		{"Name", func(s *sup) { s.onName = panicOnce(1) }, nil, 0},
+		{"StageID", func(s *sup) { s.onStageID = panicOnce(1) }, nil, 0},
+		{"WriterID", func(s *sup) { s.onWriterID = panicOnce(1) }, nil, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
