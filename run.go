@@ -449,12 +449,19 @@ func recoverTo(err *error) {
 
 // stateName formats a state or event for logs and errors: its String method
 // when it has one, else its %v form. It is a fmt.Stringer so that zap
-// formats it only when a line is written.
+// formats it only when a line is written. Like fmt, it turns a panic in the
+// String method into text instead of letting it escape Run.
 type stateName[T any] struct{ v T }
 
-func (n stateName[T]) String() string {
-	if s, ok := any(n.v).(fmt.Stringer); ok {
-		return s.String()
+func (n stateName[T]) String() (name string) {
+	s, ok := any(n.v).(fmt.Stringer)
+	if !ok {
+		return fmt.Sprint(n.v)
 	}
-	return fmt.Sprint(n.v)
+	defer func() {
+		if v := recover(); v != nil {
+			name = fmt.Sprintf("%%!v(PANIC=String method: %v)", v)
+		}
+	}()
+	return s.String()
 }

@@ -577,6 +577,21 @@ func TestRunDispatchErrorIsRoutedAndNamesState(t *testing.T) {
 	assert.ErrorIs(t, de, errCause)
 }
 
+func TestRunDispatchErrorInStateWithPanickingString(t *testing.T) {
+	edges := map[edge]to{{broken, failure}: {state: failed}}
+	s, c := newSup(edges, script(fail(errCause)))
+
+	var err error
+	require.NotPanics(t, func() { err = stagefsm.Run(t.Context(), s, broken, c) })
+
+	require.NoError(t, err)
+	require.Len(t, s.routed, 1)
+	var de *stagefsm.DispatchError
+	require.ErrorAs(t, s.routed[0], &de)
+	assert.NotEmpty(t, de.State)
+	assert.ErrorIs(t, de, errCause)
+}
+
 func TestRunZeroDirectiveIsRouted(t *testing.T) {
 	s, c := newSup(stdEdges(), script(zeroDirective()))
 
