@@ -85,10 +85,14 @@ type loop[S, E, C any, A Action[C]] struct {
 	log   *zap.Logger
 	debug bool
 
-	state    S // cached: refreshed after every Handle
-	failures int
-	idleWait time.Duration // next idle wait; 0 until the first Idle
-	timer    *time.Timer   // reused by every wait
+	state S // cached: refreshed after every Handle
+	// stateOnly is set when refresh would do nothing but read State (no
+	// Timed machine): iterate then reads State itself, saving a call on the
+	// hot path. Whatever refresh learns to do must clear it.
+	stateOnly bool
+	failures  int
+	idleWait  time.Duration // next idle wait; 0 until the first Idle
+	timer     *time.Timer   // reused by every wait
 
 	// The armed state timeout, and the context dispatch receives while it
 	// is armed (nil otherwise); both are cached until the deadline changes.
@@ -97,6 +101,14 @@ type loop[S, E, C any, A Action[C]] struct {
 	armed         bool
 	timeoutCtx    context.Context
 	timeoutCancel context.CancelFunc
+
+	// What the recovery boundary of iterate needs to know about the call
+	// into user code in progress (see recoverPanic).
+	site    site
+	actions []A   // the actions being executed
+	index   int   // the index in actions of the one being executed
+	routing error // the failure being routed, while route runs
+	pending error // a routable panic, routed when iterate is called again
 }
 
 func (l *loop[S, E, C, A]) start(initial S) error {
@@ -114,7 +126,8 @@ func (l *loop[S, E, C, A]) start(initial S) error {
 	}
 	l.m = m
 	l.timed, _ = m.(Timed[E])
-	if err := l.refresh(); err != nil {
+	l.stateOnly = l.timed == nil
+	if err := l.refreshAtStart(); err != nil {
 		return err
 	}
 	if ce := l.log.Check(zapcore.InfoLevel, "stage started"); ce != nil {
@@ -132,88 +145,171 @@ func (l *loop[S, E, C, A]) stop() {
 	}
 }
 
-// iterate runs one iteration of the loop. done reports that the loop is
-// over; err is then Run's result (nil after a successful Terminate).
+// iterate runs iterations of the loop. It loops by itself through
+// Continue iterations and through transitions whose actions all succeed —
+// the hot path — and returns after any other iteration. done reports that
+// the loop is over; err is then Run's result (nil after a successful
+// Terminate).
+//
+// An iteration checks ctx, then picks the event to feed the machine: the
+// state timeout's if it is due, else the one of the Transition that
+// dispatch returned (the other directives are obeyed on the spot). Feeding
+// it commits the next state (see refresh) and executes the actions in
+// order; the first that fails is routed from the state just entered.
+//
+// iterate is also the recovery boundary of the calls into user code it
+// makes, directly or through route and refresh: one deferred recover per
+// call of iterate rather than one per user call keeps the hot path free of
+// defers. Each such call records its site first, which tells recoverPanic
+// what a panic means. A routable panic (in dispatch or a normal action) ends
+// the call with the failure pending, and the next call routes it first.
 func (l *loop[S, E, C, A]) iterate(ctx context.Context) (done bool, err error) {
-	if ctx.Err() != nil {
-		return true, l.canceled(ctx, nil)
+	if l.opts.recoverPanics {
+		defer l.recoverPanic(ctx, &done, &err)
 	}
-	if l.armed && !time.Now().Before(l.deadline) {
-		l.idleWait = 0
-		return l.transition(ctx, l.timeoutEvent, "state timeout")
+	if cause := l.pending; cause != nil {
+		l.pending = nil
+		return l.route(ctx, cause)
 	}
-
-	dctx := ctx
-	if l.armed {
-		dctx = l.dispatchContext(ctx)
-	}
-	d, err := l.dispatch(dctx)
-	if err == nil && d.kind == kindInvalid {
-		err = ErrZeroDirective
-	}
-	if err != nil {
+	for {
 		if ctx.Err() != nil {
-			return true, l.canceled(ctx, err)
+			return true, l.canceled(ctx, nil)
 		}
-		if dctx != ctx && dctx.Err() != nil {
-			// Dispatch gave up because the state timed out: not a failure.
-			// The next iteration fires the timeout.
-			return false, nil
-		}
-		return l.route(ctx, &DispatchError{State: stateName[S]{l.state}.String(), Err: err})
-	}
-	if l.debug {
-		if ce := l.log.Check(zapcore.DebugLevel, "dispatched"); ce != nil {
-			ce.Write(zap.Stringer("state", stateName[S]{l.state}), zap.Stringer("directive", d))
-		}
-	}
 
-	switch d.kind {
-	case kindContinue:
-		l.failures, l.idleWait = 0, 0
-		return false, nil
-	case kindIdle:
-		l.failures = 0
-		return false, l.idle(ctx)
-	case kindTransition:
+		var event E
+		timedOut := l.armed && !time.Now().Before(l.deadline)
+		if timedOut {
+			event = l.timeoutEvent
+		} else {
+			dctx := ctx
+			if l.armed {
+				dctx = l.dispatchContext(ctx)
+			}
+			l.site = siteDispatch
+			d, err := l.h.DispatchState(dctx, l.state, l.c)
+			if err != nil || d.kind == kindInvalid {
+				l.site = siteNone
+				if err == nil {
+					err = ErrZeroDirective
+				}
+				cause, done, err := l.dispatchFailed(ctx, dctx, err)
+				if cause == nil {
+					return done, err
+				}
+				return l.route(ctx, cause)
+			}
+			if l.debug {
+				l.logDispatch(d)
+			}
+			switch d.kind {
+			case kindContinue:
+				l.site, l.failures, l.idleWait = siteNone, 0, 0
+				continue
+			case kindIdle:
+				l.site, l.failures = siteNone, 0
+				return false, l.idle(ctx)
+			case kindTerminate:
+				l.site = siteNone
+				return true, l.complete(ctx)
+			}
+			event = d.event
+		}
+
+		// Transition.
 		l.idleWait = 0
-		return l.transition(ctx, d.event, "transition")
-	default: // kindTerminate
-		return true, l.complete(ctx)
+		from := l.state
+		m := l.m
+		l.site = siteHandle
+		actions, err := m.Handle(ctx, event, l.c)
+		if err == nil {
+			if l.stateOnly { // refresh inlined
+				l.site = siteState
+				l.state = m.State()
+			} else {
+				err = l.refresh()
+			}
+		}
+		if err != nil {
+			l.site = siteNone
+			return true, l.rejected(ctx, from, timedOut, event, err)
+		}
+		if l.debug {
+			l.logTransition(from, event, len(actions))
+		}
+		l.actions = actions // for recoverPanic; a stale slice is harmless
+		l.site = siteAction
+		for i, a := range actions {
+			l.index = i
+			if err := a.Execute(ctx, l.c); err != nil {
+				l.site = siteNone
+				cause, done, err := l.actionFailed(ctx, i, err)
+				if cause == nil {
+					return done, err
+				}
+				return l.route(ctx, cause)
+			}
+		}
+		l.site, l.failures = siteNone, 0
 	}
 }
 
-// transition feeds a normal event to the machine and executes its actions.
-func (l *loop[S, E, C, A]) transition(ctx context.Context, event E, what string) (bool, error) {
-	from := l.state
-	actions, err := l.handle(ctx, event)
-	if err != nil {
-		if ctx.Err() != nil {
-			return true, l.canceled(ctx, err)
-		}
-		return true, fmt.Errorf("stagefsm: %s: machine rejected %s event %v in state %s: %w",
-			l.name, what, event, stateName[S]{from}, err)
+func (l *loop[S, E, C, A]) logDispatch(d Directive[E]) {
+	l.site = siteNone
+	if ce := l.log.Check(zapcore.DebugLevel, "dispatched"); ce != nil {
+		ce.Write(zap.Stringer("state", stateName[S]{l.state}), zap.Stringer("directive", d))
 	}
-	if l.debug {
-		if ce := l.log.Check(zapcore.DebugLevel, "transitioned"); ce != nil {
-			ce.Write(zap.Stringer("from", stateName[S]{from}), zap.Stringer("state", stateName[S]{l.state}),
-				zap.Stringer("event", stateName[E]{event}), zap.Int("actions", len(actions)))
-		}
+}
+
+// dispatchFailed sorts out an error of dispatch, which received dctx:
+// cancellation ends Run; an error while only the state timeout's deadline
+// has passed is dropped (the next iteration fires the timeout); any other is
+// the cause to route.
+func (l *loop[S, E, C, A]) dispatchFailed(ctx, dctx context.Context, err error) (cause error, done bool, runErr error) {
+	if ctx.Err() != nil {
+		return nil, true, l.canceled(ctx, err)
 	}
-	for i, a := range actions {
-		if err := l.execute(ctx, a); err != nil {
-			if ctx.Err() != nil {
-				return true, l.canceled(ctx, err)
-			}
-			skipped := make([]any, 0, len(actions)-i-1)
-			for _, s := range actions[i+1:] {
-				skipped = append(skipped, s)
-			}
-			return l.route(ctx, &ActionError{Index: i, Action: a, Skipped: skipped, Err: err})
-		}
+	if dctx != ctx && dctx.Err() != nil {
+		return nil, false, nil
 	}
-	l.failures = 0
-	return false, nil
+	return &DispatchError{State: stateName[S]{l.state}.String(), Err: err}, false, nil
+}
+
+// rejected is Run's error when the machine rejects the normal event (or
+// refresh fails after it).
+func (l *loop[S, E, C, A]) rejected(ctx context.Context, from S, timedOut bool, event E, err error) error {
+	if ctx.Err() != nil {
+		return l.canceled(ctx, err)
+	}
+	what := "transition"
+	if timedOut {
+		what = "state timeout"
+	}
+	return fmt.Errorf("stagefsm: %s: machine rejected %s event %v in state %s: %w",
+		l.name, what, event, stateName[S]{from}, err)
+}
+
+func (l *loop[S, E, C, A]) logTransition(from S, event E, actions int) {
+	l.site = siteNone
+	if ce := l.log.Check(zapcore.DebugLevel, "transitioned"); ce != nil {
+		ce.Write(zap.Stringer("from", stateName[S]{from}), zap.Stringer("state", stateName[S]{l.state}),
+			zap.Stringer("event", stateName[E]{event}), zap.Int("actions", actions))
+	}
+}
+
+// actionFailed sorts out an error of the normal action at index i of
+// l.actions: cancellation ends Run; any other is the cause to route, which
+// reports the actions skipped after it.
+func (l *loop[S, E, C, A]) actionFailed(ctx context.Context, i int, err error) (cause error, done bool, runErr error) {
+	actions := l.actions
+	l.actions = nil
+	if ctx.Err() != nil {
+		return nil, true, l.canceled(ctx, err)
+	}
+	skipped := make([]any, 0, len(actions)-i-1)
+	for _, s := range actions[i+1:] {
+		skipped = append(skipped, s)
+	}
+	return &ActionError{Index: i, Action: actions[i], Skipped: skipped, Err: err}, false, nil
 }
 
 // route feeds the failure cause back through the machine as the event the
@@ -225,6 +321,7 @@ func (l *loop[S, E, C, A]) route(ctx context.Context, cause error) (bool, error)
 			l.name, ErrFailureLoop, l.failures, stateName[S]{l.state}, cause)
 	}
 	from := l.state
+	l.routing = cause
 	event, err := l.failureEvent(cause)
 	if err != nil {
 		return true, fmt.Errorf("stagefsm: %s: EventForActionError in state %s: %w (routing: %w)",
@@ -242,16 +339,25 @@ func (l *loop[S, E, C, A]) route(ctx context.Context, cause error) (bool, error)
 		return true, fmt.Errorf("stagefsm: %s: no failure transition in state %s for event %v: %w (routing: %w)",
 			l.name, stateName[S]{from}, event, err, cause)
 	}
+	l.actions = actions
 	for i, a := range actions {
+		l.index = i
 		if err := l.execute(ctx, a); err != nil {
-			if ctx.Err() != nil {
-				return true, l.canceled(ctx, err)
-			}
-			return true, fmt.Errorf("stagefsm: %s: failure action %d (%v) failed in state %s: %w (routing: %w)",
-				l.name, i, a, stateName[S]{l.state}, err, cause)
+			return true, l.doubleFault(ctx, i, err)
 		}
 	}
+	l.routing, l.actions = nil, nil
 	return false, nil
+}
+
+// doubleFault is Run's error when the failure action at index i of
+// l.actions fails while l.routing is routed.
+func (l *loop[S, E, C, A]) doubleFault(ctx context.Context, i int, err error) error {
+	if ctx.Err() != nil {
+		return l.canceled(ctx, err)
+	}
+	return fmt.Errorf("stagefsm: %s: failure action %d (%v) failed in state %s: %w (routing: %w)",
+		l.name, i, l.actions[i], stateName[S]{l.state}, err, l.routing)
 }
 
 // complete writes the completion event after a Terminate directive.
@@ -313,17 +419,20 @@ func (l *loop[S, E, C, A]) dispatchContext(ctx context.Context) context.Context 
 // refresh reads the machine's state, and its timeout if it has any, after
 // a Handle call.
 func (l *loop[S, E, C, A]) refresh() error {
-	s, err := l.readState()
-	if err != nil {
-		return fmt.Errorf("stagefsm: %s: machine State: %w", l.name, err)
-	}
-	l.state = s
+	l.site = siteState
+	l.state = l.m.State()
+	l.site = siteNone
 	if l.timed == nil {
 		return nil
 	}
+	return l.refreshTimeout()
+}
+
+// refreshTimeout reads the timeout of the machine's new state.
+func (l *loop[S, E, C, A]) refreshTimeout() error {
 	deadline, event, ok, err := l.readTimeout()
 	if err != nil {
-		return fmt.Errorf("stagefsm: %s: machine Timeout in state %s: %w", l.name, stateName[S]{s}, err)
+		return fmt.Errorf("stagefsm: %s: machine Timeout in state %s: %w", l.name, stateName[S]{l.state}, err)
 	}
 	if ok == l.armed && (!ok || deadline.Equal(l.deadline)) {
 		l.timeoutEvent = event
@@ -354,9 +463,12 @@ func (l *loop[S, E, C, A]) canceled(ctx context.Context, userErr error) error {
 	}
 }
 
-// The calls into user code. Each is a recovery boundary (unless panics are
-// not to be recovered): a panic becomes a *PanicError returned as the call's
-// error, and the caller decides whether it is routed or ends Run.
+// The calls into user code. Those made once per Run or only on the failure
+// path are each a recovery boundary (unless panics are not to be recovered):
+// a panic becomes a *PanicError returned as the call's error, and the caller
+// decides whether it is routed or ends Run. The calls of the hot path —
+// dispatch, Handle, State, an action's Execute — only record their site; the
+// boundary is iterate's (see recoverPanic), or start's for the first State.
 
 // describe reads the supervisor's name and, for an enabled logger, its ids.
 func (l *loop[S, E, C, A]) describe() (err error) {
@@ -381,13 +493,6 @@ func (l *loop[S, E, C, A]) build(initial S) (m Machine[S, E, C, A], err error) {
 	return l.h.BuildStateMachine(initial)
 }
 
-func (l *loop[S, E, C, A]) dispatch(ctx context.Context) (d Directive[E], err error) {
-	if l.opts.recoverPanics {
-		defer recoverTo(&err)
-	}
-	return l.h.DispatchState(ctx, l.state, l.c)
-}
-
 // handle feeds event to the machine and refreshes the cached state.
 func (l *loop[S, E, C, A]) handle(ctx context.Context, event E) ([]A, error) {
 	actions, err := l.callHandle(ctx, event)
@@ -397,18 +502,11 @@ func (l *loop[S, E, C, A]) handle(ctx context.Context, event E) ([]A, error) {
 	return actions, l.refresh()
 }
 
-func (l *loop[S, E, C, A]) callHandle(ctx context.Context, event E) (actions []A, err error) {
-	if l.opts.recoverPanics {
-		defer recoverTo(&err)
-	}
-	return l.m.Handle(ctx, event, l.c)
-}
-
-func (l *loop[S, E, C, A]) readState() (s S, err error) {
-	if l.opts.recoverPanics {
-		defer recoverTo(&err)
-	}
-	return l.m.State(), nil
+func (l *loop[S, E, C, A]) callHandle(ctx context.Context, event E) ([]A, error) {
+	l.site = siteHandle
+	actions, err := l.m.Handle(ctx, event, l.c)
+	l.site = siteNone
+	return actions, err
 }
 
 func (l *loop[S, E, C, A]) readTimeout() (deadline time.Time, event E, ok bool, err error) {
@@ -419,11 +517,11 @@ func (l *loop[S, E, C, A]) readTimeout() (deadline time.Time, event E, ok bool, 
 	return deadline, event, ok, nil
 }
 
-func (l *loop[S, E, C, A]) execute(ctx context.Context, a A) (err error) {
-	if l.opts.recoverPanics {
-		defer recoverTo(&err)
-	}
-	return a.Execute(ctx, l.c)
+func (l *loop[S, E, C, A]) execute(ctx context.Context, a A) error {
+	l.site = siteAction
+	err := a.Execute(ctx, l.c)
+	l.site = siteNone
+	return err
 }
 
 func (l *loop[S, E, C, A]) failureEvent(cause error) (e E, err error) {
@@ -438,6 +536,74 @@ func (l *loop[S, E, C, A]) writeCompletion(ctx context.Context) (err error) {
 		defer recoverTo(&err)
 	}
 	return l.h.WriteCompletionEvent(ctx)
+}
+
+// site is the call into user code in progress on the hot path, which tells
+// the recovery boundary what a panic means.
+type site uint8
+
+const (
+	siteNone     site = iota // not in a hot-path call into user code
+	siteDispatch             // DispatchState
+	siteHandle               // Handle: of a failure event while l.routing != nil
+	siteState                // State
+	siteAction               // Execute of l.actions[l.index]: a failure action while l.routing != nil
+)
+
+// recoverPanic, deferred by iterate, turns a panic in a hot-path call into
+// user code into what the call returning a *PanicError as its error would
+// have led to: the failure path for dispatch and a normal action (the cause
+// is left pending for the next iterate), else the end of Run. A panic outside
+// those calls is not user code's: it propagates.
+func (l *loop[S, E, C, A]) recoverPanic(ctx context.Context, done *bool, err *error) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	at := l.site
+	l.site = siteNone
+	if at == siteNone {
+		panic(v)
+	}
+	pe := &PanicError{Value: v, Stack: debug.Stack()}
+	switch {
+	case at == siteDispatch:
+		dctx := ctx
+		if l.armed && l.timeoutCtx != nil {
+			dctx = l.timeoutCtx
+		}
+		l.pending, *done, *err = l.dispatchFailed(ctx, dctx, pe)
+	case at == siteAction && l.routing == nil:
+		l.pending, *done, *err = l.actionFailed(ctx, l.index, pe)
+	case at == siteAction:
+		*done, *err = true, l.doubleFault(ctx, l.index, pe)
+	case at == siteState:
+		*done, *err = true, fmt.Errorf("stagefsm: %s: machine State: %w", l.name, pe)
+	case ctx.Err() != nil: // Handle
+		*done, *err = true, l.canceled(ctx, pe)
+	case l.routing != nil:
+		*done, *err = true, fmt.Errorf("stagefsm: %s: machine Handle of the failure event in state %s: %w (routing: %w)",
+			l.name, stateName[S]{l.state}, pe, l.routing)
+	default:
+		*done, *err = true, fmt.Errorf("stagefsm: %s: machine Handle in state %s: %w", l.name, stateName[S]{l.state}, pe)
+	}
+}
+
+// refreshAtStart is refresh for start, which runs before iterate's recovery
+// boundary exists.
+func (l *loop[S, E, C, A]) refreshAtStart() (err error) {
+	if l.opts.recoverPanics {
+		defer func() {
+			if v := recover(); v != nil {
+				if l.site == siteNone {
+					panic(v)
+				}
+				l.site = siteNone
+				err = fmt.Errorf("stagefsm: %s: machine State: %w", l.name, &PanicError{Value: v, Stack: debug.Stack()})
+			}
+		}()
+	}
+	return l.refresh()
 }
 
 // recoverTo, deferred, turns a panic into a *PanicError stored in *err.

@@ -726,6 +726,54 @@ func TestRunUnroutablePanicsEndRun(t *testing.T) {
 	}
 }
 
+func TestRunPanicsInCornerCases(t *testing.T) {
+	t.Run("dispatch while a state timeout is armed is routed", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			edges := stdEdges()
+			edges[edge{running, timeout}] = to{state: running}
+			s, c := newSup(edges, script(panicking("boom")))
+			s.after = map[state]time.Duration{running: time.Hour}
+
+			require.NoError(t, stagefsm.Run(t.Context(), s, running, c))
+
+			require.Len(t, s.routed, 1)
+			var pe *stagefsm.PanicError
+			assert.ErrorAs(t, s.routed[0], &pe)
+		})
+	})
+	t.Run("Handle panicking once ctx is done is cancellation", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		s, c := newSup(stdEdges(), script(trans("work")))
+		s.onHandle = func(context.Context, event) error { cancel(); panic("boom") }
+
+		err := stagefsm.Run(ctx, s, running, c)
+
+		require.ErrorIs(t, err, context.Canceled)
+		var pe *stagefsm.PanicError
+		assert.ErrorAs(t, err, &pe, "the panic is kept")
+		assert.Empty(t, s.routed)
+	})
+	t.Run("State of a timed machine after Handle", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			calls := 0
+			s, c := newSup(stdEdges(), script(trans("work")))
+			s.after = map[state]time.Duration{}
+			s.onState = func() {
+				if calls++; calls == 2 {
+					panic("boom")
+				}
+			}
+
+			err := stagefsm.Run(t.Context(), s, running, c)
+
+			var pe *stagefsm.PanicError
+			require.ErrorAs(t, err, &pe)
+			assert.Equal(t, "boom", pe.Value)
+			assert.Zero(t, s.completions)
+		})
+	})
+}
+
 func TestRunWithoutPanicRecovery(t *testing.T) {
 	tests := []struct {
 		name  string
