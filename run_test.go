@@ -670,15 +670,16 @@ func TestRunUnroutablePanicsEndRun(t *testing.T) {
 		setup       func(s *sup)
 		steps       []step
 		completions int
+		routing     bool // the error also wraps the failure being routed
 	}{
 		{"BuildStateMachine", func(s *sup) {
 			s.build = func(state) (fakeMachine, error) { panic("boom") }
-		}, nil, 0},
-		{"State at start", func(s *sup) { s.onState = panicOnce(1) }, nil, 0},
-		{"State after Handle", func(s *sup) { s.onState = panicOnce(2) }, []step{trans("work")}, 0},
+		}, nil, 0, false},
+		{"State at start", func(s *sup) { s.onState = panicOnce(1) }, nil, 0, false},
+		{"State after Handle", func(s *sup) { s.onState = panicOnce(2) }, []step{trans("work")}, 0, false},
 		{"Handle", func(s *sup) {
 			s.onHandle = func(context.Context, event) error { panic("boom") }
-		}, []step{trans("work")}, 0},
+		}, []step{trans("work")}, 0, false},
 		{"Handle of a failure event", func(s *sup) {
 			s.onHandle = func(_ context.Context, e event) error {
 				if e.name == failure {
@@ -686,23 +687,23 @@ func TestRunUnroutablePanicsEndRun(t *testing.T) {
 				}
 				return nil
 			}
-		}, []step{fail(errCause)}, 0},
+		}, []step{fail(errCause)}, 0, true},
 		{"failure action", func(s *sup) {
 			s.edges[edge{running, failure}] = to{state: failed, actions: []*action{
 				actFn("report", func(context.Context, *stageCtx) error { panic("boom") }),
 			}}
-		}, []step{fail(errCause)}, 0},
-		{"EventForActionError", func(s *sup) { s.onError = func(error) { panic("boom") } }, []step{fail(errCause)}, 0},
+		}, []step{fail(errCause)}, 0, true},
+		{"EventForActionError", func(s *sup) { s.onError = func(error) { panic("boom") } }, []step{fail(errCause)}, 0, true},
 		{"WriteCompletionEvent", func(s *sup) {
 			s.completion = func(context.Context) error { panic("boom") }
-		}, nil, 1},
+		}, nil, 1, false},
 		{"Timeout", func(s *sup) {
 			s.after = map[state]time.Duration{}
 			s.onTimeout = panicOnce(2)
-		}, []step{trans("work")}, 0},
-		{"Name", func(s *sup) { s.onName = panicOnce(1) }, nil, 0},
-		{"StageID", func(s *sup) { s.onStageID = panicOnce(1) }, nil, 0},
-		{"WriterID", func(s *sup) { s.onWriterID = panicOnce(1) }, nil, 0},
+		}, []step{trans("work")}, 0, false},
+		{"Name", func(s *sup) { s.onName = panicOnce(1) }, nil, 0, false},
+		{"StageID", func(s *sup) { s.onStageID = panicOnce(1) }, nil, 0, false},
+		{"WriterID", func(s *sup) { s.onWriterID = panicOnce(1) }, nil, 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -719,7 +720,7 @@ func TestRunUnroutablePanicsEndRun(t *testing.T) {
 			assert.Equal(t, "boom", pe.Value)
 			assert.NotEmpty(t, pe.Stack)
 			assert.Equal(t, tt.completions, s.completions)
-			if tt.name == "Handle of a failure event" || tt.name == "failure action" || tt.name == "EventForActionError" {
+			if tt.routing {
 				assert.ErrorIs(t, err, errCause, "the failure being routed")
 			}
 		})
@@ -1307,7 +1308,7 @@ func TestRunStateTimeoutFiresWhileDispatchBlocks(t *testing.T) {
 	}{
 		{"dispatch returns ctx.Err()", same},
 		{"dispatch wraps ctx.Err()", func(err error) error { return fmt.Errorf("poll: %w", err) }},
-		{"dispatch returns another error", func(error) error { return errCause }},
+		{"dispatch returns another error once the deadline passed", func(error) error { return errCause }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
