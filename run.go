@@ -177,14 +177,13 @@ func (l *loop[S, E, C, A]) iterate(ctx context.Context) (done bool, err error) {
 		}
 
 		var event E
-		timedOut := l.armed && !time.Now().Before(l.deadline)
+		timedOut, dctx := false, ctx
+		if l.armed {
+			timedOut, dctx = l.timeoutDue(ctx)
+		}
 		if timedOut {
 			event = l.timeoutEvent
 		} else {
-			dctx := ctx
-			if l.armed {
-				dctx = l.dispatchContext(ctx)
-			}
 			l.site = siteDispatch
 			d, err := l.h.DispatchState(dctx, l.state, l.c)
 			if err != nil || d.kind == kindInvalid {
@@ -405,6 +404,15 @@ func (l *loop[S, E, C, A]) idle(ctx context.Context) error {
 		l.timer.Stop()
 		return l.canceled(ctx, nil)
 	}
+}
+
+// timeoutDue reports whether the armed state timeout is due, and else
+// returns the context dispatch receives meanwhile.
+func (l *loop[S, E, C, A]) timeoutDue(ctx context.Context) (bool, context.Context) {
+	if !time.Now().Before(l.deadline) {
+		return true, ctx
+	}
+	return false, l.dispatchContext(ctx)
 }
 
 // dispatchContext returns the context dispatch receives while a state
