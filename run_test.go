@@ -592,6 +592,53 @@ func TestRunDispatchErrorInStateWithPanickingString(t *testing.T) {
 	assert.ErrorIs(t, de, errCause)
 }
 
+// plainStage has a state type without a String method: a bare int.
+type plainStage struct{ routed []error }
+
+type plainMachine struct{ state int }
+
+func (m *plainMachine) State() int { return m.state }
+
+func (m *plainMachine) Handle(_ context.Context, e string, _ *stageCtx) ([]*action, error) {
+	if e != failure {
+		return nil, stagefsm.ErrUnhandledEvent
+	}
+	m.state = -1
+	return nil, nil
+}
+
+func (*plainStage) Name() string                               { return "plain" }
+func (*plainStage) StageID() stagefsm.StageID                  { return "plain" }
+func (*plainStage) WriterID() stagefsm.WriterID                { return "plain" }
+func (*plainStage) WriteCompletionEvent(context.Context) error { return nil }
+
+func (p *plainStage) EventForActionError(err error) string {
+	p.routed = append(p.routed, err)
+	return failure
+}
+
+func (*plainStage) BuildStateMachine(initial int) (stagefsm.Machine[int, string, *stageCtx, *action], error) {
+	return &plainMachine{state: initial}, nil
+}
+
+func (*plainStage) DispatchState(_ context.Context, s int, _ *stageCtx) (stagefsm.Directive[string], error) {
+	if s < 0 {
+		return stagefsm.Terminate[string](), nil
+	}
+	return stagefsm.Directive[string]{}, errCause
+}
+
+func TestRunDispatchErrorNamesStateWithoutStringMethod(t *testing.T) {
+	p := &plainStage{}
+
+	require.NoError(t, stagefsm.Run(t.Context(), p, 42, &stageCtx{}))
+
+	require.Len(t, p.routed, 1)
+	var de *stagefsm.DispatchError
+	require.ErrorAs(t, p.routed[0], &de)
+	assert.Equal(t, "42", de.State, "the %v form")
+}
+
 func TestRunZeroDirectiveIsRouted(t *testing.T) {
 	s, c := newSup(stdEdges(), script(zeroDirective()))
 
