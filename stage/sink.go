@@ -107,26 +107,8 @@ func (s *sinkCore[T]) finish(ctx context.Context) error {
 
 func (s *sinkCore[T]) closeOutput() {}
 
-func (s *sinkCore[T]) failed(ctx context.Context) (bool, error) {
-	s.sweepHeld(ErrStageFailed)
-	if s.inputDone {
-		return true, nil
-	}
-	select {
-	case b, ok := <-s.in.ch:
-		if !ok {
-			s.inputDone = true
-			return true, nil
-		}
-		s.u.stats.in.Add(uint64(len(b)))
-		for _, it := range b {
-			deadLetter(s.u, it, ErrStageFailed)
-		}
-		s.in.put(b)
-		return false, nil
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
+func (s *sinkCore[T]) shed(ctx context.Context, stop <-chan struct{}, cause error) (bool, error) {
+	return shedInput(ctx, s.u, s.in, &s.inputDone, stop, cause)
 }
 
 func (s *sinkCore[T]) sweepHeld(cause error) {

@@ -135,15 +135,15 @@ func (s *sourceCore[T]) closeOutput() {
 	}
 }
 
-func (s *sourceCore[T]) failed(context.Context) (bool, error) {
-	s.sweep(ErrStageFailed)
-	return true, nil
-}
+// shed reports done at once: a source has no input.
+func (s *sourceCore[T]) shed(context.Context, <-chan struct{}, error) (bool, error) { return true, nil }
 
-func (s *sourceCore[T]) sweep(cause error) {
+func (s *sourceCore[T]) sweepHeld(cause error) {
 	s.publish()
 	for _, it := range s.cur {
 		deadLetter(s.u, it, cause)
 	}
 	s.cur = nil
 }
+
+func (s *sourceCore[T]) sweep(cause error) { s.sweepHeld(cause) }

@@ -174,26 +174,8 @@ func (t *transformCore[I, O]) closeOutput() {
 	}
 }
 
-func (t *transformCore[I, O]) failed(ctx context.Context) (bool, error) {
-	t.sweepHeld(ErrStageFailed)
-	if t.inputDone {
-		return true, nil
-	}
-	select {
-	case b, ok := <-t.in.ch:
-		if !ok {
-			t.inputDone = true
-			return true, nil
-		}
-		t.u.stats.in.Add(uint64(len(b)))
-		for _, it := range b {
-			deadLetter(t.u, it, ErrStageFailed)
-		}
-		t.in.put(b)
-		return false, nil
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
+func (t *transformCore[I, O]) shed(ctx context.Context, stop <-chan struct{}, cause error) (bool, error) {
+	return shedInput(ctx, t.u, t.in, &t.inputDone, stop, cause)
 }
 
 func (t *transformCore[I, O]) sweepHeld(cause error) {
@@ -213,6 +195,32 @@ func (t *transformCore[I, O]) sweepHeld(cause error) {
 func (t *transformCore[I, O]) sweep(cause error) {
 	t.sweepHeld(cause)
 	sweepInput(t.u, t.in, cause)
+}
+
+// shedInput waits for one batch on in and dead-letters it with cause. It
+// reports done at end of input, which it records in inputDone, and when
+// stop is closed.
+func shedInput[T any](ctx context.Context, u *unit, in *edge[T], inputDone *bool, stop <-chan struct{}, cause error) (bool, error) {
+	if *inputDone {
+		return true, nil
+	}
+	select {
+	case b, ok := <-in.ch:
+		if !ok {
+			*inputDone = true
+			return true, nil
+		}
+		u.stats.in.Add(uint64(len(b)))
+		for _, it := range b {
+			deadLetter(u, it, cause)
+		}
+		in.put(b)
+		return false, nil
+	case <-stop:
+		return true, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
 }
 
 // sweepInput dead-letters, without waiting, the batches queued on in.
