@@ -94,15 +94,19 @@
 // backoff with jitter, error classes: see [stagefsm.WithRestart], which
 // runs it). A failure of that stage then ends only its current
 // incarnation: its output stays open, nothing drains, no completion is
-// journaled. The items it held are dead-lettered with [ErrStageRestarted]
-// (which also wraps the failure); while it waits out its backoff, a
-// goroutine of the pipeline dead-letters what reaches its input the same
-// way, so upstream never blocks on it; then it starts again from Created
-// with the same handler (Open runs again) and takes its input again. The
-// journal records an [EntryRestart], [StageStats].Restarts counts it.
-// Every item is still delivered or dead-lettered exactly once. When the
-// policy gives up, the stage fails as above and [Pipeline.Wait]'s error
-// wraps [stagefsm.ErrRestartIntensity] (or the permanent failure).
+// journaled. The item whose handler failed is dead-lettered with its
+// error; the rest of its batch waits for the next incarnation. While the
+// stage waits out its backoff, a goroutine of the pipeline keeps taking
+// its input, so upstream never blocks on it: as many items as its input
+// channel holds are parked for the next incarnation, the rest is
+// dead-lettered with
+// [ErrStageRestarted] (which also wraps the failure). Then the stage starts
+// again from Created with the same handler (Open runs again) and takes the
+// parked items and its input again. The journal records an
+// [EntryRestart], [StageStats].Restarts counts it. Every item is still
+// delivered or dead-lettered exactly once. When the policy gives up, the
+// stage fails as above and [Pipeline.Wait]'s error wraps
+// [stagefsm.ErrRestartIntensity] (or the permanent failure).
 //
 // # Journal
 //

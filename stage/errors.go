@@ -14,10 +14,10 @@ var ErrFatal = errors.New("stage: fatal handler error")
 var ErrStageFailed = errors.New("stage: stage failed")
 
 // ErrStageRestarted is the cause of the dead letters a stage leaves when
-// it fails and is restarted (see [WithRestart]): the items it held when it
-// failed and the items that reached its input while it waited to restart.
-// The error also wraps the failure (errors.Is sees both), and the
-// [*ItemError] names the restarted stage.
+// it fails and is restarted (see [WithRestart]): the items that reached its
+// input while it waited to restart, beyond what could be parked for its
+// next incarnation. The error also wraps the failure (errors.Is sees both),
+// and the [*ItemError] names the restarted stage.
 var ErrStageRestarted = errors.New("stage: stage restarting")
 
 // ErrAborted is the cause of the dead letters an aborted pipeline leaves

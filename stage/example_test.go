@@ -135,8 +135,8 @@ func ExampleMemoryJournal() {
 
 // WithRestart restarts a stage after a failure instead of failing the
 // pipeline. The sink loses its connection on "b": that item is
-// dead-lettered with its error, the rest of its batch ("c") with
-// ErrStageRestarted, and the restarted sink (Open runs again) drains.
+// dead-lettered with its error, the rest of its batch ("c") waits for the
+// restarted sink (Open runs again), which writes it and drains.
 func ExampleWithRestart() {
 	errReset := errors.New("connection reset")
 	write := &flakyWriter{failOn: "b", err: stage.Fatal(errReset)}
@@ -156,7 +156,7 @@ func ExampleWithRestart() {
 	// Output:
 	// wrote a
 	// dead letter "b": reset=true restarting=false
-	// dead letter "c": reset=true restarting=true
+	// wrote c
 	// err: <nil>
 	// opened: 2 restarts: 1 final state: Drained
 	// balanced: true

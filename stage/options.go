@@ -134,18 +134,21 @@ func WithLogger(l *zap.Logger) Option {
 // A failure of the stage — a fatal handler error, a hook's error or panic
 // while it runs — does not close its output, does not drain the pipeline
 // and writes no completion entry. Instead:
-//   - the items the failed incarnation held (the rest of the input batch it
-//     was processing, the outputs it had not sent) are dead-lettered with
-//     [ErrStageRestarted], which also wraps the failure; the item whose
-//     handler failed is dead-lettered with its own error, as without a
-//     policy;
-//   - while the stage waits out its backoff, the items reaching its input
-//     are dead-lettered the same way, so upstream never blocks on a
-//     restarting stage;
+//   - the item whose handler failed is dead-lettered with its error, as
+//     without a policy; the rest of the input batch it was in, which the
+//     stage never tried, waits for the next incarnation, and so do the
+//     outputs the stage had not sent yet;
+//   - while the stage waits out its backoff, a goroutine of the pipeline
+//     keeps taking what reaches its input, so upstream never blocks on a
+//     restarting stage: as many items as its input channel holds when full
+//     ([WithCapacity] × [WithBatchSize]) are parked for the next
+//     incarnation, in order; batches beyond that are dead-lettered with
+//     [ErrStageRestarted], which also wraps the failure (a backoff shorter
+//     than the time upstream takes to fill that room loses nothing);
 //   - after the backoff the stage starts again from Created, with the same
 //     handler: its Open hook runs again (after the Close of the failed
-//     incarnation), then it takes items from its input again, and its
-//     output goes on where it was (Seq keeps counting);
+//     incarnation), then it takes the parked items and its input again,
+//     and its output goes on where it was (Seq keeps counting);
 //   - the journal gets an [EntryRestart] entry, and [StageStats].Restarts
 //     counts the restart.
 //

@@ -119,22 +119,24 @@ func TestSinkFailingKTimesIsRestartedKTimes(t *testing.T) {
 	})
 }
 
-// TestUpstreamNeverBlocksOnARestartingStage fails the sink on its first
+// TestUpstreamNeverBlocksOnARestartingStage fails the sink on its fifth
 // item with an hour of backoff: upstream goes on to the end of its input
-// meanwhile, the items reaching the sink are dead-lettered with
-// ErrStageRestarted, and the restarted sink drains.
+// meanwhile. The rest of the failed batch and the next batch are parked
+// for the restarted sink (room: what a full channel holds, 2 batches of
+// 10), the batches beyond are dead-lettered with ErrStageRestarted, and the
+// restarted sink delivers what was parked, in order, and drains.
 func TestUpstreamNeverBlocksOnARestartingStage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := stagefsmtest.NewSource[int]()
 		for i := 0; i < 100; i += 10 {
 			src.Emit(i+1, i+2, i+3, i+4, i+5, i+6, i+7, i+8, i+9, i+10)
 		}
-		sink := stagefsmtest.NewSink[int]().FailAt(1, stage.Fatal(errFlaky))
+		sink := stagefsmtest.NewSink[int]().FailAt(5, stage.Fatal(errFlaky))
 		dl := &letters{}
 		j := &stage.MemoryJournal{}
 		p := stage.To(stage.From("src", stage.Source[int](src)), "sink", sink,
 			stage.WithRestart("sink", stagefsm.RestartPolicy{BackoffInitial: time.Hour}),
-			stage.WithBatchSize(10), stage.WithCapacity(1), stage.WithDeadLetter(dl.add), stage.WithJournal(j))
+			stage.WithBatchSize(10), stage.WithCapacity(2), stage.WithDeadLetter(dl.add), stage.WithJournal(j))
 		start := time.Now()
 		require.NoError(t, p.Start(context.Background()))
 
@@ -146,7 +148,7 @@ func TestUpstreamNeverBlocksOnARestartingStage(t *testing.T) {
 		assert.Len(t, restarts(j.Entries(), "sink"), 1, "the restart is scheduled")
 		assert.Zero(t, st.Stages[1].Restarts, "not done yet")
 		assert.EqualValues(t, 100, st.Emitted)
-		assert.Zero(t, st.InFlight, "every item is already accounted for")
+		assert.EqualValues(t, 15, st.InFlight, "parked: 6..10 and 11..20")
 
 		require.NoError(t, p.Wait(context.Background()))
 		assert.Equal(t, time.Hour, time.Since(start))
@@ -154,10 +156,33 @@ func TestUpstreamNeverBlocksOnARestartingStage(t *testing.T) {
 		assert.Equal(t, 1, st.Stages[1].Restarts)
 		assert.Equal(t, stage.Drained, st.Stages[1].State.Kind, "the restarted sink saw end of input and drained")
 		flaky, shed := byCause(t, dl)
-		assert.Equal(t, []any{1}, flaky)
-		assert.Len(t, shed, 99, "the rest of its batch and everything after")
-		assert.Empty(t, sink.Delivered())
+		assert.Equal(t, []any{5}, flaky)
+		assert.Len(t, shed, 80, "21..100: beyond the parking room")
+		assert.Equal(t, []int{1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}, sink.Delivered())
 		assert.Equal(t, []string{"Open", "Close", "Open", "Flush", "Close"}, sink.Lifecycle())
+	})
+}
+
+// TestItemsReachingARestartingStageAreParked fails a transform whose
+// input is paced: the items that arrive during its backoff wait for the
+// restarted transform, none is lost.
+func TestItemsReachingARestartingStageAreParked(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := stagefsmtest.NewTransform(double).FailAt(3, stage.Fatal(errFlaky))
+		sink := stagefsmtest.NewSink[int]()
+		dl := &letters{}
+		p := stage.To(stage.Then(stage.From("src", paced(10, 10*time.Millisecond)), "double", stage.Transform[int, int](tr)), "sink", sink,
+			stage.WithRestart("double", stagefsm.RestartPolicy{BackoffInitial: 25 * time.Millisecond}), stage.WithDeadLetter(dl.add))
+		start := time.Now()
+		require.NoError(t, run(t, p))
+
+		st := assertBalanced(t, p, dl)
+		assert.Equal(t, 1, st.Stages[1].Restarts)
+		flaky, shed := byCause(t, dl)
+		assert.Equal(t, []any{3}, flaky)
+		assert.Empty(t, shed)
+		assert.Equal(t, []int{2, 4, 8, 10, 12, 14, 16, 18, 20}, sink.Delivered(), "4 and 5 arrived during the backoff (30ms to 55ms)")
+		assert.Equal(t, 100*time.Millisecond, time.Since(start))
 	})
 }
 

@@ -136,7 +136,12 @@ func (s *sourceCore[T]) closeOutput() {
 }
 
 // shed reports done at once: a source has no input.
-func (s *sourceCore[T]) shed(context.Context, <-chan struct{}, error) (bool, error) { return true, nil }
+func (s *sourceCore[T]) shed(context.Context, <-chan struct{}, error, bool) (bool, error) {
+	return true, nil
+}
+
+// park keeps the batch being filled, for the next incarnation to send.
+func (s *sourceCore[T]) park() {}
 
 func (s *sourceCore[T]) sweepHeld(cause error) {
 	s.publish()

@@ -40,16 +40,22 @@ type core interface {
 	// closeOutput forwards end of input downstream; idempotent.
 	closeOutput()
 	// sweepHeld dead-letters what the stage holds — the rest of the input
-	// batch it was processing and the outputs it has not sent — with cause
-	// unless an item already failed.
+	// batch it was processing, the outputs it has not sent, the input
+	// batches parked for it — with cause unless an item already failed.
 	sweepHeld(cause error)
-	// shed waits for one batch on the stage's input and dead-letters it
-	// with cause. It reports done at end of input (at once for a source,
-	// which has none) and when stop is closed (nil: never), and returns
-	// ctx.Err() if ctx is done first. It may run on a goroutine other than
-	// the loop's while the loop does not touch the core (a failed stage
-	// waiting to restart, or that has ended).
-	shed(ctx context.Context, stop <-chan struct{}, cause error) (done bool, err error)
+	// park prepares the restart of a failed stage: the item whose handler
+	// failed is dead-lettered with its error, the rest of its input batch
+	// is parked for the next incarnation, and the outputs not sent yet are
+	// kept for it to send.
+	park()
+	// shed waits for one batch on the stage's input and, when parkable,
+	// parks it for the next incarnation while there is room (what a full
+	// input channel holds); otherwise it dead-letters it with cause. It reports done at end of input (at once for a source, which
+	// has none) and when stop is closed (nil: never), and returns ctx.Err()
+	// if ctx is done first. It may run on a goroutine other than the loop's
+	// while the loop does not touch the core (a failed stage waiting to
+	// restart, or that has ended).
+	shed(ctx context.Context, stop <-chan struct{}, cause error, parkable bool) (done bool, err error)
 	// sweep dead-letters, without waiting, what the stage holds and what is
 	// queued on its input, with cause unless an item already failed.
 	sweep(cause error)
@@ -188,9 +194,8 @@ func (u *unit) restartScheduled(n int, _ time.Duration, cause error) {
 			return
 		}
 	}
-	shed := fmt.Errorf("%w: %w", ErrStageRestarted, reason)
-	u.core.sweepHeld(shed)
-	u.startShedding(shed)
+	u.core.park()
+	u.startShedding(fmt.Errorf("%w: %w", ErrStageRestarted, reason))
 	u.p.journal(Entry{Time: time.Now(), Stage: u.name, Kind: EntryRestart, Restart: n, Reason: reasonText(reason)})
 }
 
@@ -220,28 +225,30 @@ func (u *unit) gaveUp(err error) {
 	u.core.sweepHeld(ErrStageFailed)
 	u.core.closeOutput()
 	u.p.stageFailed(u)
-	u.goShed(ErrStageFailed, nil) // what the Failed dispatch does without a policy
+	u.goShed(ErrStageFailed, nil, false) // what the Failed dispatch does without a policy
 }
 
-// startShedding starts dead-lettering, with cause, what reaches the
-// stage's input while it waits to restart.
+// startShedding starts taking what reaches the stage's input while it
+// waits to restart: parked for the next incarnation while there is room,
+// dead-lettered with cause beyond.
 func (u *unit) startShedding(cause error) {
 	u.shedStop = make(chan struct{})
-	u.shedDone = u.goShed(cause, u.shedStop)
+	u.shedDone = u.goShed(cause, u.shedStop, true)
 }
 
-// goShed starts a goroutine that dead-letters, with cause, what reaches
-// the stage's input until its end, until stop is closed (nil: never) or
-// the pipeline is aborted. The channel it returns is closed when the
-// goroutine ends; Pipeline.supervise waits for it through u.bg.
-func (u *unit) goShed(cause error, stop <-chan struct{}) <-chan struct{} {
+// goShed starts a goroutine that takes what reaches the stage's input —
+// parking it if parkable and there is room, else dead-lettering it with
+// cause — until its end, until stop is closed (nil: never) or the pipeline
+// is aborted. The channel it returns is closed when the goroutine ends;
+// Pipeline.supervise waits for it through u.bg.
+func (u *unit) goShed(cause error, stop <-chan struct{}, parkable bool) <-chan struct{} {
 	done := make(chan struct{})
 	u.bg.Add(1)
 	go func() {
 		defer u.bg.Done()
 		defer close(done)
 		for {
-			ended, err := u.core.shed(u.p.runCtx, stop, cause)
+			ended, err := u.core.shed(u.p.runCtx, stop, cause, parkable)
 			if ended || err != nil {
 				return
 			}
@@ -354,7 +361,7 @@ func (s supervisor) DispatchState(ctx context.Context, st State, u *unit) (stage
 	case Failed:
 		if !u.deferred {
 			u.core.sweepHeld(ErrStageFailed)
-			done, err := u.core.shed(ctx, nil, ErrStageFailed)
+			done, err := u.core.shed(ctx, nil, ErrStageFailed, false)
 			if err != nil || !done {
 				return stagefsm.Continue[event](), err
 			}
