@@ -19,6 +19,7 @@ import (
 
 	"github.com/stagefsm/stagefsm"
 	"github.com/stagefsm/stagefsm/stage"
+	"github.com/stagefsm/stagefsm/stagefsmtest"
 )
 
 // faults is a random fault plan, drawn from a seed. Every decision depends
@@ -183,14 +184,9 @@ func TestFileJournal(t *testing.T) {
 		j, err := stage.OpenFileJournal(path)
 		require.NoError(t, err)
 		assert.Equal(t, path, j.Path())
-		m := &mapper[int, int]{f: double, fail: func(i int) error {
-			if i == 50 {
-				return stage.Fatal(errFatal)
-			}
-			return nil
-		}}
-		p := stage.To(stage.Then(stage.From("src", &numbers{n: 100}), "t", stage.Transform[int, int](m)), "sink",
-			&collector[int]{}, stage.WithJournal(j), stage.WithName("orders"))
+		m := stagefsmtest.NewTransform(double).FailAt(50, stage.Fatal(errFatal))
+		p := stage.To(stage.Then(stage.From("src", stage.Source[int](upTo(100))), "t", stage.Transform[int, int](m)), "sink",
+			stagefsmtest.NewSink[int](), stage.WithJournal(j), stage.WithName("orders"))
 		assert.ErrorIs(t, run(t, p), errFatal)
 		require.NoError(t, j.Close())
 		require.NoError(t, j.Close(), "Close is idempotent")

@@ -17,17 +17,6 @@ import (
 
 var errFlaky = errors.New("connection reset")
 
-// paced returns a fake source that emits 1..n, one item per call, every
-// gap: each item is a batch of its own, sent gap after it was emitted,
-// and the items are gap apart in fake time.
-func paced(n int, gap time.Duration) *stagefsmtest.Source[int] {
-	src := stagefsmtest.NewSource[int]()
-	for i := 1; i <= n; i++ {
-		src.Emit(i).Sleep(gap)
-	}
-	return src
-}
-
 // restarts returns the restart entries of a journal for a stage.
 func restarts(entries []stage.Entry, name string) []stage.Entry {
 	var out []stage.Entry
@@ -315,7 +304,7 @@ func TestFailuresThatAreNotRestarted(t *testing.T) {
 		assert.Equal(t, []string{"Open"}, sink.Lifecycle())
 	})
 	t.Run("close after drained", func(t *testing.T) {
-		p := stage.To(stage.From("src", &numbers{n: 10}), "sink", closeFailing{&collector[int]{}}, policy)
+		p := stage.To(stage.From("src", stage.Source[int](upTo(10))), "sink", closeFailing{stagefsmtest.NewSink[int]()}, policy)
 		err := run(t, p)
 		assert.ErrorIs(t, err, errBad)
 		st := assertBalanced(t, p, nil)
