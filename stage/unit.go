@@ -166,8 +166,9 @@ func (u *unit) deferFailure() bool {
 // restartScheduled is the OnRestartScheduled callback of a stage with a
 // restart policy, called on its goroutine after a failed incarnation ended
 // (its control queue just emptied). It prepares the next incarnation: the
-// gate events it will need, and the shedding of what the failed one held
-// and of its input until it runs.
+// gate events it will need, the rest of the failed batch parked for it,
+// and a goroutine that takes its input (parking it while there is room)
+// until it runs.
 func (u *unit) restartScheduled(n int, _ time.Duration, cause error) {
 	if u.drained || !u.p.flowing() {
 		// A loop error before the start or after the drain: not restarted.
