@@ -511,10 +511,9 @@ func (l *loop[S, E, C, A]) refresh() error {
 
 // refreshTimeout reads the timeout of the machine's new state.
 func (l *loop[S, E, C, A]) refreshTimeout() error {
-	deadline, event, ok, err := l.readTimeout()
-	if err != nil {
-		return fmt.Errorf("stagefsm: %s: machine Timeout in state %s: %w", l.name, stateName[S]{l.state}, err)
-	}
+	l.site = siteTimeout
+	deadline, event, ok := l.timed.Timeout()
+	l.site = siteNone
 	if ok == l.armed && (!ok || deadline.Equal(l.deadline)) {
 		l.timeoutEvent = event
 		return nil
@@ -590,14 +589,6 @@ func (l *loop[S, E, C, A]) callHandle(ctx context.Context, event E) ([]A, error)
 	return actions, err
 }
 
-func (l *loop[S, E, C, A]) readTimeout() (deadline time.Time, event E, ok bool, err error) {
-	if l.opts.recoverPanics {
-		defer recoverTo(&err)
-	}
-	deadline, event, ok = l.timed.Timeout()
-	return deadline, event, ok, nil
-}
-
 func (l *loop[S, E, C, A]) execute(ctx context.Context, a A) error {
 	l.site = siteAction
 	err := a.Execute(ctx, l.c)
@@ -628,6 +619,7 @@ const (
 	siteDispatch             // DispatchState
 	siteHandle               // Handle: of a failure event while l.routing != nil
 	siteState                // State
+	siteTimeout              // Timeout of a Timed machine
 	siteAction               // Execute of l.actions[l.index]: a failure action while l.routing != nil
 )
 
@@ -660,6 +652,8 @@ func (l *loop[S, E, C, A]) recoverPanic(ctx context.Context, done *bool, err *er
 		*done, *err = true, l.doubleFault(ctx, l.index, pe)
 	case at == siteState:
 		*done, *err = true, fmt.Errorf("stagefsm: %s: machine State: %w", l.name, pe)
+	case at == siteTimeout:
+		*done, *err = true, fmt.Errorf("stagefsm: %s: machine Timeout in state %s: %w", l.name, stateName[S]{l.state}, pe)
 	case ctx.Err() != nil: // Handle
 		*done, *err = true, l.canceled(ctx, pe)
 	case l.routing != nil:
@@ -679,8 +673,12 @@ func (l *loop[S, E, C, A]) refreshAtStart() (err error) {
 				if l.site == siteNone {
 					panic(v)
 				}
+				what := "State"
+				if l.site == siteTimeout {
+					what = "Timeout"
+				}
 				l.site = siteNone
-				err = fmt.Errorf("stagefsm: %s: machine State: %w", l.name, &PanicError{Value: v, Stack: debug.Stack()})
+				err = fmt.Errorf("stagefsm: %s: machine %s: %w", l.name, what, &PanicError{Value: v, Stack: debug.Stack()})
 			}
 		}()
 	}
