@@ -159,12 +159,12 @@ func (r *recorder) Handle(ctx context.Context, e cEvent, c *cCtx) ([]cAction, er
 type scriptedStage struct {
 	build       func(cState) (stagefsm.Machine[cState, cEvent, *cCtx, cAction], error)
 	rec         *recorder
-	failures    []failure
+	failures    []confFailure
 	completions int
 }
 
-// failure is what the stage observed of a routed failure.
-type failure struct {
+// confFailure is what the stage observed of a routed failure.
+type confFailure struct {
 	where   string // "dispatch" or "action"
 	state   string // DispatchError.State
 	index   int    // ActionError.Index
@@ -192,7 +192,7 @@ func (s *scriptedStage) BuildStateMachine(initial cState) (stagefsm.Machine[cSta
 }
 
 func (s *scriptedStage) EventForActionError(err error) cEvent {
-	var f failure
+	var f confFailure
 	var de *stagefsm.DispatchError
 	var ae *stagefsm.ActionError
 	switch {
@@ -242,7 +242,7 @@ func (s *scriptedStage) DispatchState(_ context.Context, state cState, c *cCtx) 
 type observation struct {
 	Timeline    []cState
 	Executed    []string
-	Failures    []failure
+	Failures    []confFailure
 	Completions int
 	Unhandled   bool // Run's error matches stagefsm.ErrUnhandledEvent
 	Result      error
@@ -282,7 +282,7 @@ func TestConformanceMealyAndLooplab(t *testing.T) {
 			want: observation{
 				Timeline: []cState{cCreated, cRunning, cFailed, cRunning, cDone, cFailed},
 				Executed: []string{"Announce", "ReportFailure", "Resume", "Flush (failed)", "ReportFailure"},
-				Failures: []failure{
+				Failures: []confFailure{
 					{where: "dispatch", state: "running", cause: errDisk},
 					{where: "action", index: 0, action: "Flush", skipped: []string{"Publish"}, cause: errFlush},
 				},
@@ -295,7 +295,7 @@ func TestConformanceMealyAndLooplab(t *testing.T) {
 			want: observation{
 				Timeline:  []cState{cCreated, cRunning, cFailed, cRunning},
 				Executed:  []string{"Announce", "ReportFailure", "Resume"},
-				Failures:  []failure{{where: "dispatch", state: "running", cause: errDisk}},
+				Failures:  []confFailure{{where: "dispatch", state: "running", cause: errDisk}},
 				Unhandled: true,
 			},
 		},

@@ -280,41 +280,41 @@ func (l *loop[S, E, C, A]) attach(st *Stage[S, E]) error {
 }
 
 // control consults the control queue at the top of an iteration, per the
-// current state's mode (Poll or Block; Ignore never gets here). took
-// reports that it decided the iteration — fed a control event, waited, or
-// ended the loop —; otherwise the iteration dispatches.
-func (l *loop[S, E, C, A]) control(ctx context.Context) (took, done bool, err error) {
+// current state's mode (Poll or Block; Ignore never gets here). It returns
+// the control event to feed and where it came from (sourceControl or
+// sourceClosure); sourceDispatch when the iteration should dispatch as
+// usual; sourceNone when it decided the iteration without an event — it
+// waited, or ended the loop (done, with Run's result in err).
+func (l *loop[S, E, C, A]) control(ctx context.Context) (event E, source eventSource, done bool, err error) {
 	event, r := l.ctl.queue.take()
 	switch r {
 	case takeEvent:
-		l.idleWait = 0
-		done, err = l.transition(ctx, event, "control")
-		return true, done, err
+		return event, sourceControl, false, nil
 	case takeClosed:
 		event, ok, err := l.closure()
 		if err != nil {
-			return true, true, err
+			return event, sourceNone, true, err
 		}
 		if ok {
-			l.idleWait = 0
-			done, err = l.transition(ctx, event, "control closure")
-			return true, done, err
+			return event, sourceClosure, false, nil
 		}
 		if l.ctl.mode != ControlBlock {
-			return false, false, nil
+			return event, sourceDispatch, false, nil
 		}
 		if !l.armed {
-			return true, true, fmt.Errorf("stagefsm: %s: state %s blocks for a control event, but the queue is closed, "+
+			return event, sourceNone, true, fmt.Errorf("stagefsm: %s: state %s blocks for a control event, but the queue is closed, "+
 				"its closure maps to no event and no state timeout is armed: %w", l.name, stateName[S]{l.state}, ErrControlClosed)
 		}
 		// Only the state timeout (or ctx) can end this wait: nothing will
 		// ever arrive, and the wake token was drained by take.
-		return true, false, l.block(ctx, nil)
+		err = l.block(ctx, nil)
+		return event, sourceNone, err != nil, err
 	default: // takeEmpty
 		if l.ctl.mode != ControlBlock {
-			return false, false, nil
+			return event, sourceDispatch, false, nil
 		}
-		return true, false, l.block(ctx, l.ctl.queue.wake)
+		err = l.block(ctx, l.ctl.queue.wake)
+		return event, sourceNone, err != nil, err
 	}
 }
 

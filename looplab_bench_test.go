@@ -33,11 +33,11 @@ const toggle toggleEvent = 0
 
 var toggleNames = [...]string{toggle: "t"}
 
-type benchCtx struct{ n, target int }
+type toggleCtx struct{ n, target int }
 
 type noop struct{}
 
-func (noop) Execute(context.Context, *benchCtx) error { return nil }
+func (noop) Execute(context.Context, *toggleCtx) error { return nil }
 
 var noopActions = []noop{{}}
 
@@ -48,8 +48,8 @@ func newToggle() *fsm.FSM {
 	}, nil)
 }
 
-func toggleConfig() stagefsm.LooplabConfig[toggleState, toggleEvent, *benchCtx, noop] {
-	return stagefsm.LooplabConfig[toggleState, toggleEvent, *benchCtx, noop]{
+func toggleConfig() stagefsm.LooplabConfig[toggleState, toggleEvent, *toggleCtx, noop] {
+	return stagefsm.LooplabConfig[toggleState, toggleEvent, *toggleCtx, noop]{
 		Event: func(e toggleEvent) string { return toggleNames[e] },
 		State: func(name string) toggleState {
 			if name == "b" {
@@ -57,7 +57,7 @@ func toggleConfig() stagefsm.LooplabConfig[toggleState, toggleEvent, *benchCtx, 
 			}
 			return stateA
 		},
-		Actions: func(toggleState, toggleEvent, toggleState, *benchCtx) []noop { return noopActions },
+		Actions: func(toggleState, toggleEvent, toggleState, *toggleCtx) []noop { return noopActions },
 	}
 }
 
@@ -82,7 +82,7 @@ func BenchmarkLooplabHandle(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			c := &benchCtx{}
+			c := &toggleCtx{}
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := m.Handle(ctx, toggle, c); err != nil {
@@ -102,7 +102,7 @@ func BenchmarkLooplabHandle(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		c := &benchCtx{}
+		c := &toggleCtx{}
 		bestBare, bestAdapter := time.Duration(math.MaxInt64), time.Duration(math.MaxInt64)
 		b.ReportAllocs()
 		for b.Loop() {
@@ -133,7 +133,7 @@ func BenchmarkLooplabHandle(b *testing.B) {
 
 // toggleStage runs target transitions, then terminates.
 type toggleStage struct {
-	build func(initial toggleState) (stagefsm.Machine[toggleState, toggleEvent, *benchCtx, noop], error)
+	build func(initial toggleState) (stagefsm.Machine[toggleState, toggleEvent, *toggleCtx, noop], error)
 }
 
 func (toggleStage) Name() string                               { return "toggle" }
@@ -142,11 +142,11 @@ func (toggleStage) WriterID() stagefsm.WriterID                { return "toggle"
 func (toggleStage) WriteCompletionEvent(context.Context) error { return nil }
 func (toggleStage) EventForActionError(error) toggleEvent      { return toggle }
 
-func (s toggleStage) BuildStateMachine(initial toggleState) (stagefsm.Machine[toggleState, toggleEvent, *benchCtx, noop], error) {
+func (s toggleStage) BuildStateMachine(initial toggleState) (stagefsm.Machine[toggleState, toggleEvent, *toggleCtx, noop], error) {
 	return s.build(initial)
 }
 
-func (toggleStage) DispatchState(_ context.Context, _ toggleState, c *benchCtx) (stagefsm.Directive[toggleEvent], error) {
+func (toggleStage) DispatchState(_ context.Context, _ toggleState, c *toggleCtx) (stagefsm.Directive[toggleEvent], error) {
 	if c.n == c.target {
 		return stagefsm.Terminate[toggleEvent](), nil
 	}
@@ -159,21 +159,21 @@ type handToggle struct{ state toggleState }
 
 func (m *handToggle) State() toggleState { return m.state }
 
-func (m *handToggle) Handle(context.Context, toggleEvent, *benchCtx) ([]noop, error) {
+func (m *handToggle) Handle(context.Context, toggleEvent, *toggleCtx) ([]noop, error) {
 	m.state ^= 1
 	return noopActions, nil
 }
 
 func BenchmarkLooplabRun(b *testing.B) {
 	const transitions = 1000
-	handRolled := toggleStage{build: func(s toggleState) (stagefsm.Machine[toggleState, toggleEvent, *benchCtx, noop], error) {
+	handRolled := toggleStage{build: func(s toggleState) (stagefsm.Machine[toggleState, toggleEvent, *toggleCtx, noop], error) {
 		return &handToggle{state: s}, nil
 	}}
-	adapter := toggleStage{build: func(toggleState) (stagefsm.Machine[toggleState, toggleEvent, *benchCtx, noop], error) {
+	adapter := toggleStage{build: func(toggleState) (stagefsm.Machine[toggleState, toggleEvent, *toggleCtx, noop], error) {
 		return stagefsm.FromLooplab(newToggle(), toggleConfig())
 	}}
 	run := func(b *testing.B, sup toggleStage) {
-		if err := stagefsm.Run(b.Context(), sup, stateA, &benchCtx{target: transitions}); err != nil {
+		if err := stagefsm.Run(b.Context(), sup, stateA, &toggleCtx{target: transitions}); err != nil {
 			b.Fatal(err)
 		}
 	}

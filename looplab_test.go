@@ -24,25 +24,25 @@ func newDoor(callbacks fsm.Callbacks) *fsm.FSM {
 	}, callbacks)
 }
 
-// step is an action that records its name in the door context.
-type step struct {
+// doorStep is an action that records its name in the door context.
+type doorStep struct {
 	name string
 	err  error
 }
 
-func (s step) Execute(_ context.Context, c *doorCtx) error {
+func (s doorStep) Execute(_ context.Context, c *doorCtx) error {
 	c.done = append(c.done, s.name)
 	return s.err
 }
 
-func (s step) String() string { return s.name }
+func (s doorStep) String() string { return s.name }
 
 type doorCtx struct{ done []string }
 
 // stringDoor adapts a door with string states and events.
-func stringDoor(t *testing.T, f *fsm.FSM) stagefsm.Machine[string, string, *doorCtx, step] {
+func stringDoor(t *testing.T, f *fsm.FSM) stagefsm.Machine[string, string, *doorCtx, doorStep] {
 	t.Helper()
-	m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, step]{})
+	m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{})
 	require.NoError(t, err)
 	return m
 }
@@ -75,23 +75,23 @@ type doorEvent struct {
 
 func TestFromLooplabConfigErrors(t *testing.T) {
 	t.Run("nil FSM", func(t *testing.T) {
-		m, err := stagefsm.FromLooplab(nil, stagefsm.LooplabConfig[string, string, *doorCtx, step]{})
+		m, err := stagefsm.FromLooplab(nil, stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{})
 		assert.Error(t, err)
 		assert.Nil(t, m)
 	})
 	t.Run("nil Event with a non-string event type", func(t *testing.T) {
-		m, err := stagefsm.FromLooplab(newDoor(nil), stagefsm.LooplabConfig[string, doorEvent, *doorCtx, step]{})
+		m, err := stagefsm.FromLooplab(newDoor(nil), stagefsm.LooplabConfig[string, doorEvent, *doorCtx, doorStep]{})
 		assert.Error(t, err)
 		assert.Nil(t, m)
 	})
 	t.Run("nil State with a non-string state type", func(t *testing.T) {
-		m, err := stagefsm.FromLooplab(newDoor(nil), stagefsm.LooplabConfig[doorState, string, *doorCtx, step]{})
+		m, err := stagefsm.FromLooplab(newDoor(nil), stagefsm.LooplabConfig[doorState, string, *doorCtx, doorStep]{})
 		assert.Error(t, err)
 		assert.Nil(t, m)
 	})
 	t.Run("a named string type is not string", func(t *testing.T) {
 		type name string
-		m, err := stagefsm.FromLooplab(newDoor(nil), stagefsm.LooplabConfig[name, string, *doorCtx, step]{})
+		m, err := stagefsm.FromLooplab(newDoor(nil), stagefsm.LooplabConfig[name, string, *doorCtx, doorStep]{})
 		assert.Error(t, err)
 		assert.Nil(t, m)
 	})
@@ -118,7 +118,7 @@ func TestLooplabTypedMapping(t *testing.T) {
 	}
 	var calls []call
 	var stateCalls int
-	cfg := stagefsm.LooplabConfig[doorState, doorEvent, *doorCtx, step]{
+	cfg := stagefsm.LooplabConfig[doorState, doorEvent, *doorCtx, doorStep]{
 		Event: func(e doorEvent) string { return e.kind },
 		State: func(name string) doorState {
 			stateCalls++
@@ -131,9 +131,9 @@ func TestLooplabTypedMapping(t *testing.T) {
 				return closed
 			}
 		},
-		Actions: func(from doorState, e doorEvent, to doorState, c *doorCtx) []step {
+		Actions: func(from doorState, e doorEvent, to doorState, c *doorCtx) []doorStep {
 			calls = append(calls, call{from, e, to, c})
-			return []step{{name: from.String() + "->" + to.String()}}
+			return []doorStep{{name: from.String() + "->" + to.String()}}
 		},
 	}
 	m, err := stagefsm.FromLooplab(newDoor(nil), cfg)
@@ -143,12 +143,12 @@ func TestLooplabTypedMapping(t *testing.T) {
 	assert.Equal(t, closed, m.State())
 	actions, err := m.Handle(t.Context(), doorEvent{kind: "open", who: "ann"}, c)
 	require.NoError(t, err)
-	assert.Equal(t, []step{{name: "closed->opened"}}, actions)
+	assert.Equal(t, []doorStep{{name: "closed->opened"}}, actions)
 	assert.Equal(t, opened, m.State())
 
 	actions, err = m.Handle(t.Context(), doorEvent{kind: "knock", who: "bob"}, c)
 	require.NoError(t, err)
-	assert.Equal(t, []step{{name: "opened->closed"}}, actions)
+	assert.Equal(t, []doorStep{{name: "opened->closed"}}, actions)
 	assert.Equal(t, closed, m.State())
 
 	assert.Equal(t, []call{
@@ -162,10 +162,10 @@ func TestLooplabSelfTransitionIsSuccess(t *testing.T) {
 	var from, to string
 	var afterRan bool
 	f := newDoor(fsm.Callbacks{"after_knock": func(context.Context, *fsm.Event) { afterRan = true }})
-	m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, step]{
-		Actions: func(f string, _ string, t string, _ *doorCtx) []step {
+	m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{
+		Actions: func(f string, _ string, t string, _ *doorCtx) []doorStep {
 			from, to = f, t
-			return []step{{name: "knocked"}}
+			return []doorStep{{name: "knocked"}}
 		},
 	})
 	require.NoError(t, err)
@@ -176,7 +176,7 @@ func TestLooplabSelfTransitionIsSuccess(t *testing.T) {
 
 	actions, err := m.Handle(t.Context(), "knock", &doorCtx{})
 	require.NoError(t, err)
-	assert.Equal(t, []step{{name: "knocked"}}, actions)
+	assert.Equal(t, []doorStep{{name: "knocked"}}, actions)
 	assert.Equal(t, "closed", from)
 	assert.Equal(t, "closed", to)
 	assert.Equal(t, "closed", m.State())
@@ -196,8 +196,8 @@ func TestLooplabUnhandledEvent(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newDoor(nil)
 			var actionsCalled bool
-			m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, step]{
-				Actions: func(string, string, string, *doorCtx) []step { actionsCalled = true; return nil },
+			m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{
+				Actions: func(string, string, string, *doorCtx) []doorStep { actionsCalled = true; return nil },
 			})
 			require.NoError(t, err)
 
@@ -345,14 +345,14 @@ func TestLooplabAsyncTransitionCompletesAtOnce(t *testing.T) {
 		"enter_opened": func(context.Context, *fsm.Event) { order = append(order, "enter") },
 		"after_open":   func(context.Context, *fsm.Event) { order = append(order, "after") },
 	})
-	m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, step]{
-		Actions: func(from, _, to string, _ *doorCtx) []step { return []step{{name: from + "->" + to}} },
+	m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{
+		Actions: func(from, _, to string, _ *doorCtx) []doorStep { return []doorStep{{name: from + "->" + to}} },
 	})
 	require.NoError(t, err)
 
 	actions, err := m.Handle(t.Context(), "open", &doorCtx{})
 	require.NoError(t, err)
-	assert.Equal(t, []step{{name: "closed->opened"}}, actions)
+	assert.Equal(t, []doorStep{{name: "closed->opened"}}, actions)
 	assert.Equal(t, "opened", m.State())
 	assert.Equal(t, []string{"leave", "enter", "after"}, order)
 	assert.False(t, inTransition(f))
@@ -387,7 +387,7 @@ func TestLooplabStuckInTransition(t *testing.T) {
 // doorStage is a supervisor over a looplab door, scripted by closures.
 type doorStage struct {
 	newFSM      func() *fsm.FSM
-	cfg         stagefsm.LooplabConfig[string, string, *doorCtx, step]
+	cfg         stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]
 	dispatch    func(ctx context.Context, s string, c *doorCtx) (stagefsm.Directive[string], error)
 	failures    []error
 	completions int
@@ -403,7 +403,7 @@ func (d *doorStage) EventForActionError(err error) string {
 	return "lock"
 }
 
-func (d *doorStage) BuildStateMachine(string) (stagefsm.Machine[string, string, *doorCtx, step], error) {
+func (d *doorStage) BuildStateMachine(string) (stagefsm.Machine[string, string, *doorCtx, doorStep], error) {
 	return stagefsm.FromLooplab(d.newFSM(), d.cfg)
 }
 
@@ -430,8 +430,8 @@ func TestLooplabRun(t *testing.T) {
 	var f *fsm.FSM
 	d := &doorStage{
 		newFSM: func() *fsm.FSM { f = newDoor(nil); return f },
-		cfg: stagefsm.LooplabConfig[string, string, *doorCtx, step]{
-			Actions: func(from, _, to string, _ *doorCtx) []step { return []step{{name: from + "->" + to}} },
+		cfg: stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{
+			Actions: func(from, _, to string, _ *doorCtx) []doorStep { return []doorStep{{name: from + "->" + to}} },
 		},
 		dispatch: openCloseLock,
 	}
@@ -506,9 +506,9 @@ func TestLooplabAllocatesNothingOfItsOwn(t *testing.T) {
 					{Name: "t", Src: []string{"b"}, Dst: "a"},
 				}, nil)
 			}
-			actions := []step{{name: "s"}}
-			m, err := stagefsm.FromLooplab(toggle(), stagefsm.LooplabConfig[string, string, *doorCtx, step]{
-				Actions: func(string, string, string, *doorCtx) []step { return actions },
+			actions := []doorStep{{name: "s"}}
+			m, err := stagefsm.FromLooplab(toggle(), stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{
+				Actions: func(string, string, string, *doorCtx) []doorStep { return actions },
 			})
 			require.NoError(t, err)
 			c := &doorCtx{}
@@ -543,10 +543,10 @@ func ExampleFromLooplab() {
 		{Name: "open", Src: []string{"closed"}, Dst: "opened"},
 		{Name: "close", Src: []string{"opened"}, Dst: "closed"},
 	}, nil)
-	m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, step]{
+	m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{
 		// Event and State are nil: E and S are looplab's own strings.
-		Actions: func(from, _, to string, _ *doorCtx) []step {
-			return []step{{name: "log " + from + "->" + to}}
+		Actions: func(from, _, to string, _ *doorCtx) []doorStep {
+			return []doorStep{{name: "log " + from + "->" + to}}
 		},
 	})
 	if err != nil {

@@ -14,37 +14,37 @@ import (
 	"github.com/stagefsm/stagefsm"
 )
 
-// benchToggle is a two-state machine for benchmarks: every event flips the
+// obsBenchToggle is a two-state machine for benchmarks: every event flips the
 // state, and no action is returned.
-type benchToggle struct{ on bool }
+type obsBenchToggle struct{ on bool }
 
-func (m *benchToggle) State() bool { return m.on }
+func (m *obsBenchToggle) State() bool { return m.on }
 
-func (m *benchToggle) Handle(context.Context, int, *testing.B) ([]benchAction, error) {
+func (m *obsBenchToggle) Handle(context.Context, int, *testing.B) ([]obsBenchAction, error) {
 	m.on = !m.on
 	return nil, nil
 }
 
-type benchAction struct{}
+type obsBenchAction struct{}
 
-func (benchAction) Execute(context.Context, *testing.B) error { return nil }
+func (obsBenchAction) Execute(context.Context, *testing.B) error { return nil }
 
-// benchStage is a supervisor whose dispatch is the benchmark loop: each
+// obsBenchStage is a supervisor whose dispatch is the benchmark loop: each
 // b.Loop iteration is one dispatch and one committed transition, so setup
 // costs of Run stay outside the measurement.
-type benchStage struct{}
+type obsBenchStage struct{}
 
-func (benchStage) Name() string                               { return "bench" }
-func (benchStage) StageID() stagefsm.StageID                  { return "bench" }
-func (benchStage) WriterID() stagefsm.WriterID                { return "bench" }
-func (benchStage) EventForActionError(error) int              { return 0 }
-func (benchStage) WriteCompletionEvent(context.Context) error { return nil }
+func (obsBenchStage) Name() string                               { return "bench" }
+func (obsBenchStage) StageID() stagefsm.StageID                  { return "bench" }
+func (obsBenchStage) WriterID() stagefsm.WriterID                { return "bench" }
+func (obsBenchStage) EventForActionError(error) int              { return 0 }
+func (obsBenchStage) WriteCompletionEvent(context.Context) error { return nil }
 
-func (benchStage) BuildStateMachine(initial bool) (stagefsm.Machine[bool, int, *testing.B, benchAction], error) {
-	return &benchToggle{on: initial}, nil
+func (obsBenchStage) BuildStateMachine(initial bool) (stagefsm.Machine[bool, int, *testing.B, obsBenchAction], error) {
+	return &obsBenchToggle{on: initial}, nil
 }
 
-func (benchStage) DispatchState(_ context.Context, _ bool, b *testing.B) (stagefsm.Directive[int], error) {
+func (obsBenchStage) DispatchState(_ context.Context, _ bool, b *testing.B) (stagefsm.Directive[int], error) {
 	if b.Loop() {
 		return stagefsm.Transition(1), nil
 	}
@@ -53,7 +53,7 @@ func (benchStage) DispatchState(_ context.Context, _ bool, b *testing.B) (stagef
 
 func BenchmarkLoopTransition(b *testing.B) {
 	b.ReportAllocs()
-	if err := stagefsm.Run(context.Background(), benchStage{}, false, b); err != nil {
+	if err := stagefsm.Run(context.Background(), obsBenchStage{}, false, b); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -64,7 +64,7 @@ func BenchmarkLoopTransitionObserver(b *testing.B) {
 	obs := stagefsm.WithObserver(stagefsm.Observer[bool, int]{
 		OnTransition: func(bool, int, bool, int) { n++ },
 	})
-	if err := stagefsm.Run(context.Background(), benchStage{}, false, b, obs); err != nil {
+	if err := stagefsm.Run(context.Background(), obsBenchStage{}, false, b, obs); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -73,7 +73,7 @@ func BenchmarkLoopTransitionObserver(b *testing.B) {
 // iteration also looks at the control queue and publishes the new state.
 func BenchmarkLoopTransitionStart(b *testing.B) {
 	b.ReportAllocs()
-	st := stagefsm.Start(context.Background(), benchStage{}, false, b)
+	st := stagefsm.Start(context.Background(), obsBenchStage{}, false, b)
 	if err := st.Wait(context.Background()); err != nil {
 		b.Fatal(err)
 	}

@@ -791,7 +791,7 @@ func TestRestartDefaultIntensity(t *testing.T) {
 func BenchmarkLoopTransitionStartRestart(b *testing.B) {
 	b.ReportAllocs()
 	reuse := func(_ context.Context, prev *testing.B) (*testing.B, error) { return prev, nil }
-	st := stagefsm.Start(context.Background(), benchStage{}, false, b, stagefsm.WithRestart(stagefsm.RestartPolicy{}, reuse))
+	st := stagefsm.Start(context.Background(), obsBenchStage{}, false, b, stagefsm.WithRestart(stagefsm.RestartPolicy{}, reuse))
 	if err := st.Wait(context.Background()); err != nil {
 		b.Fatal(err)
 	}

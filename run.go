@@ -44,8 +44,8 @@ import (
 //     during an idle wait, or when user code returns an error while ctx is
 //     done; no failure is routed and no completion is written;
 //   - an error wrapping a [*PanicError] for a panic that cannot be routed (in
-//     Handle, State, a failure action, BuildStateMachine,
-//     EventForActionError or WriteCompletionEvent);
+//     Handle, State, a failure action, Name, StageID, WriterID,
+//     BuildStateMachine, EventForActionError or WriteCompletionEvent);
 //   - an error wrapping the error of BuildStateMachine, or an error when h is
 //     nil or builds a nil machine.
 //
@@ -101,10 +101,14 @@ type loop[S, E, C any, A Action[C]] struct {
 	log   *zap.Logger
 	debug bool
 
-	state    S // cached: refreshed after every Handle
-	failures int
-	idleWait time.Duration // next idle wait; 0 until the first Idle
-	timer    *time.Timer   // reused by every wait
+	state S // cached: refreshed after every Handle
+	// stateOnly is set when refresh would do nothing but read State (no
+	// Timed machine): iterate then reads State itself, saving a call on the
+	// hot path. Whatever refresh learns to do must clear it.
+	stateOnly bool
+	failures  int
+	idleWait  time.Duration // next idle wait; 0 until the first Idle
+	timer     *time.Timer   // reused by every wait
 
 	// The armed state timeout, and the context dispatch receives while it
 	// is armed (nil otherwise); both are cached until the deadline changes.
@@ -114,18 +118,21 @@ type loop[S, E, C any, A Action[C]] struct {
 	timeoutCtx    context.Context
 	timeoutCancel context.CancelFunc
 
+	// What the recovery boundary of iterate needs to know about the call
+	// into user code in progress (see recoverPanic).
+	site    site
+	actions []A   // the actions being executed
+	index   int   // the index in actions of the one being executed
+	routing error // the failure being routed, while route runs
+	pending error // a routable panic, routed when iterate is called again
+
 	ctl controlPlane[S, E] // control events, when started with Start
 	obs *Observer[S, E]    // nil when there is nothing to notify
 }
 
 func (l *loop[S, E, C, A]) start(initial S) error {
-	l.name = l.h.Name()
-	if l.log.Core().Enabled(zapcore.ErrorLevel) {
-		l.log = l.log.With(
-			zap.String("supervisor", l.name),
-			zap.String("stage_id", string(l.h.StageID())),
-			zap.String("writer_id", string(l.h.WriterID())),
-		)
+	if err := l.describe(); err != nil {
+		return fmt.Errorf("stagefsm: supervisor Name, StageID or WriterID: %w", err)
 	}
 	l.debug = l.log.Core().Enabled(zapcore.DebugLevel)
 
@@ -138,7 +145,8 @@ func (l *loop[S, E, C, A]) start(initial S) error {
 	}
 	l.m = m
 	l.timed, _ = m.(Timed[E])
-	if err := l.refresh(); err != nil {
+	l.stateOnly = l.timed == nil && l.ctl.policy == nil
+	if err := l.refreshAtStart(); err != nil {
 		return err
 	}
 	if ce := l.log.Check(zapcore.InfoLevel, "stage started"); ce != nil {
@@ -156,98 +164,204 @@ func (l *loop[S, E, C, A]) stop() {
 	}
 }
 
-// iterate runs one iteration of the loop. done reports that the loop is
-// over; err is then Run's result (nil after a successful Terminate).
+// iterate runs iterations of the loop. It loops by itself through
+// Continue iterations and through transitions whose actions all succeed —
+// the hot path — and returns after any other iteration. done reports that
+// the loop is over; err is then Run's result (nil after a successful
+// Terminate).
+//
+// An iteration checks ctx, then picks the event to feed the machine: the
+// state timeout's if it is due, else the one of the Transition that
+// dispatch returned (the other directives are obeyed on the spot). Feeding
+// it commits the next state (see refresh) and executes the actions in
+// order; the first that fails is routed from the state just entered.
+//
+// iterate is also the recovery boundary of the calls into user code it
+// makes, directly or through route and refresh: one deferred recover per
+// call of iterate rather than one per user call keeps the hot path free of
+// defers. Each such call records its site first, which tells recoverPanic
+// what a panic means. A routable panic (in dispatch or a normal action) ends
+// the call with the failure pending, and the next call routes it first.
 func (l *loop[S, E, C, A]) iterate(ctx context.Context) (done bool, err error) {
-	if ctx.Err() != nil {
-		return true, l.canceled(ctx, nil)
+	if l.opts.recoverPanics {
+		defer l.recoverPanic(ctx, &done, &err)
 	}
-	if l.armed && !time.Now().Before(l.deadline) {
-		l.idleWait = 0
-		return l.transition(ctx, l.timeoutEvent, "state timeout")
+	if cause := l.pending; cause != nil {
+		l.pending = nil
+		return l.route(ctx, cause)
 	}
-	if l.ctl.queue != nil && l.ctl.mode != ControlIgnore {
-		if took, done, err := l.control(ctx); took {
-			return done, err
-		}
-	}
-
-	dctx := ctx
-	if l.armed {
-		dctx = l.dispatchContext(ctx)
-	}
-	d, err := l.dispatch(dctx)
-	if err == nil && d.kind == kindInvalid {
-		err = ErrZeroDirective
-	}
-	if err != nil {
+	for {
 		if ctx.Err() != nil {
-			return true, l.canceled(ctx, err)
+			return true, l.canceled(ctx, nil)
 		}
-		if dctx != ctx && dctx.Err() != nil {
-			// Dispatch gave up because the state timed out: not a failure.
-			// The next iteration fires the timeout.
-			return false, nil
-		}
-		return l.route(ctx, &DispatchError{State: stateName[S]{l.state}.String(), Err: err})
-	}
-	if l.debug {
-		if ce := l.log.Check(zapcore.DebugLevel, "dispatched"); ce != nil {
-			ce.Write(zap.Stringer("state", stateName[S]{l.state}), zap.Stringer("directive", d))
-		}
-	}
 
-	switch d.kind {
-	case kindContinue:
-		l.failures, l.idleWait = 0, 0
-		return false, nil
-	case kindIdle:
-		l.failures = 0
-		return false, l.idle(ctx)
-	case kindTransition:
+		var event E
+		source, timedOut, dctx := sourceDispatch, false, ctx
+		if l.armed {
+			timedOut, dctx = l.timeoutDue(ctx)
+		}
+		if !timedOut && l.ctl.queue != nil && l.ctl.mode != ControlIgnore {
+			ev, from, done, err := l.control(ctx)
+			switch from {
+			case sourceNone: // waited, or the loop is over
+				return done, err
+			case sourceControl, sourceClosure:
+				event, source = ev, from
+			}
+		}
+		switch {
+		case timedOut:
+			event, source = l.timeoutEvent, sourceTimeout
+		case source == sourceDispatch:
+			l.site = siteDispatch
+			d, err := l.h.DispatchState(dctx, l.state, l.c)
+			if err != nil || d.kind == kindInvalid {
+				l.site = siteNone
+				zero := err == nil
+				if zero {
+					err = ErrZeroDirective
+				}
+				cause, done, err := l.dispatchFailed(ctx, dctx, err, zero)
+				if cause == nil {
+					return done, err
+				}
+				return l.route(ctx, cause)
+			}
+			if l.debug {
+				l.logDispatch(d)
+			}
+			switch d.kind {
+			case kindContinue:
+				l.site, l.failures, l.idleWait = siteNone, 0, 0
+				continue
+			case kindIdle:
+				l.site, l.failures = siteNone, 0
+				return false, l.idle(ctx)
+			case kindTerminate:
+				l.site = siteNone
+				return true, l.complete(ctx)
+			}
+			event = d.event
+		}
+
+		// Transition.
 		l.idleWait = 0
-		return l.transition(ctx, d.event, "transition")
-	default: // kindTerminate
-		return true, l.complete(ctx)
+		from := l.state
+		m := l.m
+		l.site = siteHandle
+		actions, err := m.Handle(ctx, event, l.c)
+		if err == nil {
+			if l.stateOnly { // refresh inlined
+				l.site = siteState
+				l.state = m.State()
+			} else {
+				err = l.refresh()
+			}
+		}
+		if err != nil {
+			l.site = siteNone
+			return true, l.rejected(ctx, from, source, event, err)
+		}
+		if l.debug {
+			l.logTransition(from, event, len(actions))
+		}
+		if l.obs != nil {
+			l.site = siteNone
+			if err := l.onTransition(from, event, len(actions)); err != nil {
+				return true, err
+			}
+		}
+		l.actions = actions // for recoverPanic; a stale slice is harmless
+		l.site = siteAction
+		for i, a := range actions {
+			l.index = i
+			if err := a.Execute(ctx, l.c); err != nil {
+				l.site = siteNone
+				cause, done, err := l.actionFailed(ctx, i, err)
+				if cause == nil {
+					return done, err
+				}
+				return l.route(ctx, cause)
+			}
+		}
+		l.site, l.failures = siteNone, 0
 	}
 }
 
-// transition feeds a normal event to the machine and executes its actions.
-func (l *loop[S, E, C, A]) transition(ctx context.Context, event E, what string) (bool, error) {
-	from := l.state
-	actions, err := l.handle(ctx, event)
-	if err != nil {
-		if ctx.Err() != nil {
-			return true, l.canceled(ctx, err)
-		}
-		return true, fmt.Errorf("stagefsm: %s: machine rejected %s event %v in state %s: %w",
-			l.name, what, event, stateName[S]{from}, err)
+func (l *loop[S, E, C, A]) logDispatch(d Directive[E]) {
+	l.site = siteNone
+	if ce := l.log.Check(zapcore.DebugLevel, "dispatched"); ce != nil {
+		ce.Write(zap.Stringer("state", stateName[S]{l.state}), zap.Stringer("directive", d))
 	}
-	if l.debug {
-		if ce := l.log.Check(zapcore.DebugLevel, "transitioned"); ce != nil {
-			ce.Write(zap.Stringer("from", stateName[S]{from}), zap.Stringer("state", stateName[S]{l.state}),
-				zap.Stringer("event", stateName[E]{event}), zap.Int("actions", len(actions)))
-		}
+}
+
+// dispatchFailed sorts out an error of dispatch, which received dctx (zero
+// says dispatch returned the zero Directive): cancellation ends Run; an
+// error returned while only the state timeout's deadline has passed is
+// dropped (the next iteration fires the timeout); any other is the cause to
+// route.
+func (l *loop[S, E, C, A]) dispatchFailed(ctx, dctx context.Context, err error, zero bool) (cause error, done bool, runErr error) {
+	if ctx.Err() != nil {
+		return nil, true, l.canceled(ctx, err)
 	}
-	if l.obs != nil {
-		if err := l.onTransition(from, event, len(actions)); err != nil {
-			return true, err
-		}
+	var pe *PanicError
+	if dctx != ctx && dctx.Err() != nil && !zero && !errors.As(err, &pe) {
+		// Dispatch gave up because the state timed out: not a failure, so
+		// the iteration ends a run of failures. A panic or a zero directive
+		// is a bug whenever it happens: it is routed.
+		l.failures = 0
+		return nil, false, nil
 	}
-	for i, a := range actions {
-		if err := l.execute(ctx, a); err != nil {
-			if ctx.Err() != nil {
-				return true, l.canceled(ctx, err)
-			}
-			skipped := make([]any, 0, len(actions)-i-1)
-			for _, s := range actions[i+1:] {
-				skipped = append(skipped, s)
-			}
-			return l.route(ctx, &ActionError{Index: i, Action: a, Skipped: skipped, Err: err})
-		}
+	return &DispatchError{State: stateName[S]{l.state}.String(), Err: err}, false, nil
+}
+
+// rejected is Run's error when the machine rejects the normal event (or
+// refresh fails after it).
+func (l *loop[S, E, C, A]) rejected(ctx context.Context, from S, source eventSource, event E, err error) error {
+	if ctx.Err() != nil {
+		return l.canceled(ctx, err)
 	}
-	l.failures = 0
-	return false, nil
+	return fmt.Errorf("stagefsm: %s: machine rejected %s event %v in state %s: %w",
+		l.name, source, event, stateName[S]{from}, err)
+}
+
+// eventSource is where the event an iteration feeds the machine came from.
+type eventSource uint8
+
+const (
+	sourceNone     eventSource = iota // no event: the iteration is over
+	sourceDispatch                    // a Transition directive
+	sourceTimeout                     // the state timeout
+	sourceControl                     // a control event (under Start)
+	sourceClosure                     // the closed control queue's event
+)
+
+func (s eventSource) String() string {
+	return [...]string{"no", "transition", "state timeout", "control", "control closure"}[s]
+}
+
+func (l *loop[S, E, C, A]) logTransition(from S, event E, actions int) {
+	l.site = siteNone
+	if ce := l.log.Check(zapcore.DebugLevel, "transitioned"); ce != nil {
+		ce.Write(zap.Stringer("from", stateName[S]{from}), zap.Stringer("state", stateName[S]{l.state}),
+			zap.Stringer("event", stateName[E]{event}), zap.Int("actions", actions))
+	}
+}
+
+// actionFailed sorts out an error of the normal action at index i of
+// l.actions: cancellation ends Run; any other is the cause to route, which
+// reports the actions skipped after it.
+func (l *loop[S, E, C, A]) actionFailed(ctx context.Context, i int, err error) (cause error, done bool, runErr error) {
+	actions := l.actions
+	l.actions = nil
+	if ctx.Err() != nil {
+		return nil, true, l.canceled(ctx, err)
+	}
+	skipped := make([]any, 0, len(actions)-i-1)
+	for _, s := range actions[i+1:] {
+		skipped = append(skipped, s)
+	}
+	return &ActionError{Index: i, Action: actions[i], Skipped: skipped, Err: err}, false, nil
 }
 
 // route feeds the failure cause back through the machine as the event the
@@ -259,6 +373,7 @@ func (l *loop[S, E, C, A]) route(ctx context.Context, cause error) (bool, error)
 			l.name, ErrFailureLoop, l.failures, stateName[S]{l.state}, cause)
 	}
 	from := l.state
+	l.routing = cause
 	event, err := l.failureEvent(cause)
 	if err != nil {
 		return true, fmt.Errorf("stagefsm: %s: EventForActionError in state %s: %w (routing: %w)",
@@ -281,16 +396,25 @@ func (l *loop[S, E, C, A]) route(ctx context.Context, cause error) (bool, error)
 			return true, err
 		}
 	}
+	l.actions = actions
 	for i, a := range actions {
+		l.index = i
 		if err := l.execute(ctx, a); err != nil {
-			if ctx.Err() != nil {
-				return true, l.canceled(ctx, err)
-			}
-			return true, fmt.Errorf("stagefsm: %s: failure action %d (%v) failed in state %s: %w (routing: %w)",
-				l.name, i, a, stateName[S]{l.state}, err, cause)
+			return true, l.doubleFault(ctx, i, err)
 		}
 	}
+	l.routing, l.actions = nil, nil
 	return false, nil
+}
+
+// doubleFault is Run's error when the failure action at index i of
+// l.actions fails while l.routing is routed.
+func (l *loop[S, E, C, A]) doubleFault(ctx context.Context, i int, err error) error {
+	if ctx.Err() != nil {
+		return l.canceled(ctx, err)
+	}
+	return fmt.Errorf("stagefsm: %s: failure action %d (%v) failed in state %s: %w (routing: %w)",
+		l.name, i, l.actions[i], stateName[S]{l.state}, err, l.routing)
 }
 
 // complete writes the completion event after a Terminate directive.
@@ -350,6 +474,15 @@ func (l *loop[S, E, C, A]) idle(ctx context.Context) error {
 	}
 }
 
+// timeoutDue reports whether the armed state timeout is due, and else
+// returns the context dispatch receives meanwhile.
+func (l *loop[S, E, C, A]) timeoutDue(ctx context.Context) (bool, context.Context) {
+	if !time.Now().Before(l.deadline) {
+		return true, ctx
+	}
+	return false, l.dispatchContext(ctx)
+}
+
 // dispatchContext returns the context dispatch receives while a state
 // timeout is armed: done at the deadline. It is made once per deadline.
 func (l *loop[S, E, C, A]) dispatchContext(ctx context.Context) context.Context {
@@ -362,11 +495,9 @@ func (l *loop[S, E, C, A]) dispatchContext(ctx context.Context) context.Context 
 // refresh reads the machine's state, its timeout if it has any, and the
 // state's control mode under Start, after a Handle call.
 func (l *loop[S, E, C, A]) refresh() error {
-	s, err := l.readState()
-	if err != nil {
-		return fmt.Errorf("stagefsm: %s: machine State: %w", l.name, err)
-	}
-	l.state = s
+	l.site = siteState
+	l.state = l.m.State()
+	l.site = siteNone
 	if l.ctl.policy != nil {
 		if err := l.refreshControl(); err != nil {
 			return err
@@ -375,10 +506,14 @@ func (l *loop[S, E, C, A]) refresh() error {
 	if l.timed == nil {
 		return nil
 	}
-	deadline, event, ok, err := l.readTimeout()
-	if err != nil {
-		return fmt.Errorf("stagefsm: %s: machine Timeout in state %s: %w", l.name, stateName[S]{s}, err)
-	}
+	return l.refreshTimeout()
+}
+
+// refreshTimeout reads the timeout of the machine's new state.
+func (l *loop[S, E, C, A]) refreshTimeout() error {
+	l.site = siteTimeout
+	deadline, event, ok := l.timed.Timeout()
+	l.site = siteNone
 	if ok == l.armed && (!ok || deadline.Equal(l.deadline)) {
 		l.timeoutEvent = event
 		return nil
@@ -408,22 +543,34 @@ func (l *loop[S, E, C, A]) canceled(ctx context.Context, userErr error) error {
 	}
 }
 
-// The calls into user code. Each is a recovery boundary (unless panics are
-// not to be recovered): a panic becomes a *PanicError returned as the call's
-// error, and the caller decides whether it is routed or ends Run.
+// The calls into user code. Those made once per Run or only on the failure
+// path are each a recovery boundary (unless panics are not to be recovered):
+// a panic becomes a *PanicError returned as the call's error, and the caller
+// decides whether it is routed or ends Run. The calls of the hot path —
+// dispatch, Handle, State, an action's Execute — only record their site; the
+// boundary is iterate's (see recoverPanic), or start's for the first State.
+
+// describe reads the supervisor's name and, for an enabled logger, its ids.
+func (l *loop[S, E, C, A]) describe() (err error) {
+	if l.opts.recoverPanics {
+		defer recoverTo(&err)
+	}
+	l.name = l.h.Name()
+	if l.log.Core().Enabled(zapcore.ErrorLevel) {
+		l.log = l.log.With(
+			zap.String("supervisor", l.name),
+			zap.String("stage_id", string(l.h.StageID())),
+			zap.String("writer_id", string(l.h.WriterID())),
+		)
+	}
+	return nil
+}
 
 func (l *loop[S, E, C, A]) build(initial S) (m Machine[S, E, C, A], err error) {
 	if l.opts.recoverPanics {
 		defer recoverTo(&err)
 	}
 	return l.h.BuildStateMachine(initial)
-}
-
-func (l *loop[S, E, C, A]) dispatch(ctx context.Context) (d Directive[E], err error) {
-	if l.opts.recoverPanics {
-		defer recoverTo(&err)
-	}
-	return l.h.DispatchState(ctx, l.state, l.c)
 }
 
 // handle feeds event to the machine and refreshes the cached state.
@@ -435,33 +582,18 @@ func (l *loop[S, E, C, A]) handle(ctx context.Context, event E) ([]A, error) {
 	return actions, l.refresh()
 }
 
-func (l *loop[S, E, C, A]) callHandle(ctx context.Context, event E) (actions []A, err error) {
-	if l.opts.recoverPanics {
-		defer recoverTo(&err)
-	}
-	return l.m.Handle(ctx, event, l.c)
+func (l *loop[S, E, C, A]) callHandle(ctx context.Context, event E) ([]A, error) {
+	l.site = siteHandle
+	actions, err := l.m.Handle(ctx, event, l.c)
+	l.site = siteNone
+	return actions, err
 }
 
-func (l *loop[S, E, C, A]) readState() (s S, err error) {
-	if l.opts.recoverPanics {
-		defer recoverTo(&err)
-	}
-	return l.m.State(), nil
-}
-
-func (l *loop[S, E, C, A]) readTimeout() (deadline time.Time, event E, ok bool, err error) {
-	if l.opts.recoverPanics {
-		defer recoverTo(&err)
-	}
-	deadline, event, ok = l.timed.Timeout()
-	return deadline, event, ok, nil
-}
-
-func (l *loop[S, E, C, A]) execute(ctx context.Context, a A) (err error) {
-	if l.opts.recoverPanics {
-		defer recoverTo(&err)
-	}
-	return a.Execute(ctx, l.c)
+func (l *loop[S, E, C, A]) execute(ctx context.Context, a A) error {
+	l.site = siteAction
+	err := a.Execute(ctx, l.c)
+	l.site = siteNone
+	return err
 }
 
 func (l *loop[S, E, C, A]) failureEvent(cause error) (e E, err error) {
@@ -478,6 +610,81 @@ func (l *loop[S, E, C, A]) writeCompletion(ctx context.Context) (err error) {
 	return l.h.WriteCompletionEvent(ctx)
 }
 
+// site is the call into user code in progress on the hot path, which tells
+// the recovery boundary what a panic means.
+type site uint8
+
+const (
+	siteNone     site = iota // not in a hot-path call into user code
+	siteDispatch             // DispatchState
+	siteHandle               // Handle: of a failure event while l.routing != nil
+	siteState                // State
+	siteTimeout              // Timeout of a Timed machine
+	siteAction               // Execute of l.actions[l.index]: a failure action while l.routing != nil
+)
+
+// recoverPanic, deferred by iterate, turns a panic in a hot-path call into
+// user code into what the call returning a *PanicError as its error would
+// have led to: the failure path for dispatch and a normal action (the cause
+// is left pending for the next iterate), else the end of Run. A panic outside
+// those calls is not user code's: it propagates.
+func (l *loop[S, E, C, A]) recoverPanic(ctx context.Context, done *bool, err *error) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	at := l.site
+	l.site = siteNone
+	if at == siteNone {
+		panic(v)
+	}
+	pe := &PanicError{Value: v, Stack: debug.Stack()}
+	switch {
+	case at == siteDispatch:
+		dctx := ctx
+		if l.armed && l.timeoutCtx != nil {
+			dctx = l.timeoutCtx
+		}
+		l.pending, *done, *err = l.dispatchFailed(ctx, dctx, pe, false)
+	case at == siteAction && l.routing == nil:
+		l.pending, *done, *err = l.actionFailed(ctx, l.index, pe)
+	case at == siteAction:
+		*done, *err = true, l.doubleFault(ctx, l.index, pe)
+	case at == siteState:
+		*done, *err = true, fmt.Errorf("stagefsm: %s: machine State: %w", l.name, pe)
+	case at == siteTimeout:
+		*done, *err = true, fmt.Errorf("stagefsm: %s: machine Timeout in state %s: %w", l.name, stateName[S]{l.state}, pe)
+	case ctx.Err() != nil: // Handle
+		*done, *err = true, l.canceled(ctx, pe)
+	case l.routing != nil:
+		*done, *err = true, fmt.Errorf("stagefsm: %s: machine Handle of the failure event in state %s: %w (routing: %w)",
+			l.name, stateName[S]{l.state}, pe, l.routing)
+	default:
+		*done, *err = true, fmt.Errorf("stagefsm: %s: machine Handle in state %s: %w", l.name, stateName[S]{l.state}, pe)
+	}
+}
+
+// refreshAtStart is refresh for start, which runs before iterate's recovery
+// boundary exists.
+func (l *loop[S, E, C, A]) refreshAtStart() (err error) {
+	if l.opts.recoverPanics {
+		defer func() {
+			if v := recover(); v != nil {
+				if l.site == siteNone {
+					panic(v)
+				}
+				what := "State"
+				if l.site == siteTimeout {
+					what = "Timeout"
+				}
+				l.site = siteNone
+				err = fmt.Errorf("stagefsm: %s: machine %s: %w", l.name, what, &PanicError{Value: v, Stack: debug.Stack()})
+			}
+		}()
+	}
+	return l.refresh()
+}
+
 // recoverTo, deferred, turns a panic into a *PanicError stored in *err.
 func recoverTo(err *error) {
 	if v := recover(); v != nil {
@@ -487,12 +694,19 @@ func recoverTo(err *error) {
 
 // stateName formats a state or event for logs and errors: its String method
 // when it has one, else its %v form. It is a fmt.Stringer so that zap
-// formats it only when a line is written.
+// formats it only when a line is written. Like fmt, it turns a panic in the
+// String method into text instead of letting it escape Run.
 type stateName[T any] struct{ v T }
 
-func (n stateName[T]) String() string {
-	if s, ok := any(n.v).(fmt.Stringer); ok {
-		return s.String()
+func (n stateName[T]) String() (name string) {
+	s, ok := any(n.v).(fmt.Stringer)
+	if !ok {
+		return fmt.Sprint(n.v)
 	}
-	return fmt.Sprint(n.v)
+	defer func() {
+		if v := recover(); v != nil {
+			name = fmt.Sprintf("%%!v(PANIC=String method: %v)", v)
+		}
+	}()
+	return s.String()
 }

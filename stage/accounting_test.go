@@ -11,11 +11,15 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/stagefsm/stagefsm"
 	"github.com/stagefsm/stagefsm/stage"
+	"github.com/stagefsm/stagefsm/stagefsmtest"
 )
 
 // faults is a random fault plan, drawn from a seed. Every decision depends
@@ -29,6 +33,7 @@ type faults struct {
 	drainAt    int // the sink asks for a drain after this many items (0: never)
 	abortAt    int // the sink aborts after this many items (0: never)
 	batch, cap int
+	restart    int // stage number run under a restart policy (0: none)
 }
 
 func drawFaults(seed uint64) faults {
@@ -53,6 +58,12 @@ func drawFaults(seed uint64) faults {
 	case 1:
 		f.abortAt = 1 + r.IntN(f.items/2)
 	}
+	if r.IntN(2) == 0 { // drawn last, so that the plans drawn before are unchanged
+		f.restart = 1 + r.IntN(4)
+		if r.IntN(2) == 0 {
+			f.restart = max(f.fatalStage, 1) // most often, the stage that fails
+		}
+	}
 	return f
 }
 
@@ -70,74 +81,95 @@ func (f faults) fault(at, v int) error {
 }
 
 // TestAccountingUnderRandomFaults runs pipelines with seeded random
-// non-fatal errors, panics, a fatal error in a random stage, and a drain or
-// an abort at a random point, and checks that every item emitted is
+// non-fatal errors, panics, a fatal error in a random stage, a drain or an
+// abort at a random point, and a restart policy on a random stage (run in a
+// synctest bubble, for the backoff), and checks that every item emitted is
 // delivered or dead-lettered, exactly once.
 func TestAccountingUnderRandomFaults(t *testing.T) {
 	for seed := range uint64(40) {
 		f := drawFaults(seed)
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			t.Logf("%+v", f)
-			dl := &letters{}
-			j := &stage.MemoryJournal{}
-			var p *stage.Pipeline
-			i := 0
-			src := stage.SourceFunc[int](func(_ context.Context, emit func(int)) error {
-				if i == f.items {
-					return errEOF
-				}
-				i++
-				if err := f.fault(1, i); err != nil {
-					return err
-				}
-				emit(i)
-				return nil
-			})
-			step := func(at int) stage.Transform[int, int] {
-				return stage.TransformFunc[int, int](func(_ context.Context, v int, emit func(int)) error {
-					if err := f.fault(at, v); err != nil {
-						return err
-					}
-					emit(v)
-					if v%97 == 0 {
-						emit(-v) // fan out now and then
-					}
-					return nil
-				})
+			if f.restart == 0 {
+				checkAccounting(t, f)
+				return
 			}
-			var consumed atomic.Int64
-			sink := stage.SinkFunc[int](func(_ context.Context, v int) error {
-				if err := f.fault(4, v); err != nil {
-					return err
-				}
-				n := int(consumed.Add(1))
-				if n == f.drainAt {
-					p.Drain()
-				}
-				if n == f.abortAt {
-					p.Abort()
-				}
-				return nil
-			})
-			p = stage.To(stage.Then(stage.Then(stage.From("src", src), "a", step(2)), "b", step(3)), "sink", sink,
-				stage.WithBatchSize(f.batch), stage.WithCapacity(f.cap), stage.WithDeadLetter(dl.add), stage.WithJournal(j))
-			err := run(t, p)
-			if f.fatalStage == 0 && f.abortAt == 0 {
-				assert.NoError(t, err)
-			}
-			st := assertBalanced(t, p, dl)
-			assert.EqualValues(t, consumed.Load(), st.Stages[3].Counts.Delivered)
-			seen := map[string]bool{}
-			for _, it := range dl.items() {
-				key := fmt.Sprintf("%s#%d", it.Origin, it.Seq)
-				assert.False(t, seen[key], "dead-lettered twice: %s", key)
-				seen[key] = true
-			}
-			c := completions(j.Entries())
-			for _, name := range []string{"src", "a", "b", "sink", ""} {
-				assert.Len(t, c[name], 1, "one completion for %q", name)
-			}
+			synctest.Test(t, func(t *testing.T) { checkAccounting(t, f) })
 		})
+	}
+}
+
+var stageNames = []string{"", "src", "a", "b", "sink"}
+
+func checkAccounting(t *testing.T, f faults) {
+	t.Logf("%+v", f)
+	dl := &letters{}
+	j := &stage.MemoryJournal{}
+	var p *stage.Pipeline
+	i := 0
+	src := stage.SourceFunc[int](func(_ context.Context, emit func(int)) error {
+		if i == f.items {
+			return errEOF
+		}
+		i++
+		if err := f.fault(1, i); err != nil {
+			return err
+		}
+		emit(i)
+		return nil
+	})
+	step := func(at int) stage.Transform[int, int] {
+		return stage.TransformFunc[int, int](func(_ context.Context, v int, emit func(int)) error {
+			if err := f.fault(at, v); err != nil {
+				return err
+			}
+			emit(v)
+			if v%97 == 0 {
+				emit(-v) // fan out now and then
+			}
+			return nil
+		})
+	}
+	var consumed atomic.Int64
+	sink := stage.SinkFunc[int](func(_ context.Context, v int) error {
+		if err := f.fault(4, v); err != nil {
+			return err
+		}
+		n := int(consumed.Add(1))
+		if n == f.drainAt {
+			p.Drain()
+		}
+		if n == f.abortAt {
+			p.Abort()
+		}
+		return nil
+	})
+	opts := []stage.Option{stage.WithBatchSize(f.batch), stage.WithCapacity(f.cap), stage.WithDeadLetter(dl.add), stage.WithJournal(j)}
+	if f.restart > 0 {
+		opts = append(opts, stage.WithRestart(stageNames[f.restart], stagefsm.RestartPolicy{BackoffInitial: time.Millisecond}))
+	}
+	p = stage.To(stage.Then(stage.Then(stage.From("src", src), "a", step(2)), "b", step(3)), "sink", sink, opts...)
+	err := run(t, p)
+	if (f.fatalStage == 0 || f.fatalStage == f.restart) && f.abortAt == 0 {
+		assert.NoError(t, err)
+	}
+	st := assertBalanced(t, p, dl)
+	for i, s := range st.Stages {
+		if i+1 == f.restart && f.fatalStage == f.restart {
+			assert.LessOrEqual(t, s.Restarts, 1, s.Name)
+		} else {
+			assert.Zero(t, s.Restarts, s.Name)
+		}
+	}
+	assert.EqualValues(t, consumed.Load(), st.Stages[3].Counts.Delivered)
+	seen := map[string]bool{}
+	for _, it := range dl.items() {
+		key := fmt.Sprintf("%s#%d", it.Origin, it.Seq)
+		assert.False(t, seen[key], "dead-lettered twice: %s", key)
+		seen[key] = true
+	}
+	c := completions(j.Entries())
+	for _, name := range []string{"src", "a", "b", "sink", ""} {
+		assert.Len(t, c[name], 1, "one completion for %q", name)
 	}
 }
 
@@ -152,14 +184,9 @@ func TestFileJournal(t *testing.T) {
 		j, err := stage.OpenFileJournal(path)
 		require.NoError(t, err)
 		assert.Equal(t, path, j.Path())
-		m := &mapper[int, int]{f: double, fail: func(i int) error {
-			if i == 50 {
-				return stage.Fatal(errFatal)
-			}
-			return nil
-		}}
-		p := stage.To(stage.Then(stage.From("src", &numbers{n: 100}), "t", stage.Transform[int, int](m)), "sink",
-			&collector[int]{}, stage.WithJournal(j), stage.WithName("orders"))
+		m := stagefsmtest.NewTransform(double).FailAt(50, stage.Fatal(errFatal))
+		p := stage.To(stage.Then(stage.From("src", stage.Source[int](upTo(100))), "t", stage.Transform[int, int](m)), "sink",
+			stagefsmtest.NewSink[int](), stage.WithJournal(j), stage.WithName("orders"))
 		assert.ErrorIs(t, run(t, p), errFatal)
 		require.NoError(t, j.Close())
 		require.NoError(t, j.Close(), "Close is idempotent")

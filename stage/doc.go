@@ -88,6 +88,26 @@
 // (or the end of the Start context) cancels every stage; the items in
 // flight are dead-lettered with [ErrAborted], so the counts still balance.
 //
+// # Restarting a failed stage
+//
+// [WithRestart] puts a stage under a [stagefsm.RestartPolicy] (intensity,
+// backoff with jitter, error classes: see [stagefsm.WithRestart], which
+// runs it). A failure of that stage then ends only its current
+// incarnation: its output stays open, nothing drains, no completion is
+// journaled. The item whose handler failed is dead-lettered with its
+// error; the rest of its batch waits for the next incarnation. While the
+// stage waits out its backoff, a goroutine of the pipeline keeps taking
+// its input, so upstream never blocks on it: as many items as its input
+// channel holds are parked for the next incarnation, the rest is
+// dead-lettered with
+// [ErrStageRestarted] (which also wraps the failure). Then the stage starts
+// again from Created with the same handler (Open runs again) and takes the
+// parked items and its input again. The journal records an
+// [EntryRestart], [StageStats].Restarts counts it. Every item is still
+// delivered or dead-lettered exactly once. When the policy gives up, the
+// stage fails as above and [Pipeline.Wait]'s error wraps
+// [stagefsm.ErrRestartIntensity] (or the permanent failure).
+//
 // # Journal
 //
 // A [Journal] receives every state change, every stage's completion —

@@ -13,6 +13,13 @@ var ErrFatal = errors.New("stage: fatal handler error")
 // [*ItemError] names the failed stage.
 var ErrStageFailed = errors.New("stage: stage failed")
 
+// ErrStageRestarted is the cause of the dead letters a stage leaves when
+// it fails and is restarted (see [WithRestart]): the items that reached its
+// input while it waited to restart, beyond what could be parked for its
+// next incarnation. The error also wraps the failure (errors.Is sees both),
+// and the [*ItemError] names the restarted stage.
+var ErrStageRestarted = errors.New("stage: stage restarting")
+
 // ErrAborted is the cause of the dead letters an aborted pipeline leaves
 // (see [Pipeline.Abort]): the items in the stages' hands and in the
 // channels between them when the stages stopped.
@@ -65,7 +72,10 @@ func (e *ItemError) Unwrap() error { return e.Err }
 // returns it (joined with the others when several stages failed). Err is
 // the failure reason: a fatal handler error, a hook's error, a
 // [*github.com/stagefsm/stagefsm.PanicError] from a hook, [ErrStartupAborted],
-// or the error of the stage's supervision loop.
+// or the error of the stage's supervision loop — for a stage under
+// [WithRestart] whose policy gave up, an error wrapping
+// [github.com/stagefsm/stagefsm.ErrRestartIntensity] or
+// [github.com/stagefsm/stagefsm.ErrPermanent], and the last failure.
 type StageError struct {
 	Stage string
 	Err   error

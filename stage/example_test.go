@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/stagefsm/stagefsm"
 	"github.com/stagefsm/stagefsm/stage"
@@ -130,4 +131,50 @@ func ExampleMemoryJournal() {
 	// demo "read" drained in=0 out=1
 	// demo "drop" drained in=1 out=0
 	// demo "" drained in=0 out=0
+}
+
+// WithRestart restarts a stage after a failure instead of failing the
+// pipeline. The sink loses its connection on "b": that item is
+// dead-lettered with its error, the rest of its batch ("c") waits for the
+// restarted sink (Open runs again), which writes it and drains.
+func ExampleWithRestart() {
+	errReset := errors.New("connection reset")
+	write := &flakyWriter{failOn: "b", err: stage.Fatal(errReset)}
+	p := stage.To(stage.From("read", lines("a\nb\nc")), "write", stage.Sink[string](write),
+		stage.WithRestart("write", stagefsm.RestartPolicy{MaxRestarts: 3, BackoffInitial: time.Millisecond}),
+		stage.WithDeadLetter(func(it stage.Item[any]) {
+			fmt.Printf("dead letter %q: reset=%v restarting=%v\n", it.Payload,
+				errors.Is(it.Err, errReset), errors.Is(it.Err, stage.ErrStageRestarted))
+		}))
+	_ = p.Start(context.Background())
+	err := p.Wait(context.Background())
+
+	st := p.Stats()
+	fmt.Println("err:", err)
+	fmt.Println("opened:", write.opened, "restarts:", st.Stages[1].Restarts, "final state:", st.Stages[1].State.Kind)
+	fmt.Println("balanced:", st.Emitted == st.Delivered+st.DeadLettered)
+	// Output:
+	// wrote a
+	// dead letter "b": reset=true restarting=false
+	// wrote c
+	// err: <nil>
+	// opened: 2 restarts: 1 final state: Drained
+	// balanced: true
+}
+
+// flakyWriter is a sink that fails on one line.
+type flakyWriter struct {
+	failOn string
+	err    error
+	opened int
+}
+
+func (w *flakyWriter) Open(context.Context) error { w.opened++; return nil }
+
+func (w *flakyWriter) Consume(_ context.Context, line string) error {
+	if line == w.failOn {
+		return w.err
+	}
+	fmt.Println("wrote", line)
+	return nil
 }

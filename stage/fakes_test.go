@@ -6,40 +6,52 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/stagefsm/stagefsm/stage"
+	"github.com/stagefsm/stagefsm/stagefsmtest"
 )
+
+// upTo returns a fake source that emits 1..n, one item per call (items
+// then share batches up to the batch size), then ends.
+func upTo(n int) *stagefsmtest.Source[int] {
+	src := stagefsmtest.NewSource[int]()
+	for i := 1; i <= n; i++ {
+		src.Emit(i)
+	}
+	return src
+}
+
+// paced returns a fake source that emits 1..n, one item per call, every
+// gap: each item is a batch of its own, sent gap after it was emitted,
+// and the items are gap apart in fake time.
+func paced(n int, gap time.Duration) *stagefsmtest.Source[int] {
+	src := stagefsmtest.NewSource[int]()
+	for i := 1; i <= n; i++ {
+		src.Emit(i).Sleep(gap)
+	}
+	return src
+}
 
 var (
 	errBad   = errors.New("bad item")
 	errFatal = errors.New("disk on fire")
 )
 
-// numbers is a source of the ints 1..n (n < 0: endless). It is scripted:
-// bad(i) makes the call for i return a non-fatal error instead of emitting
-// it, and fatalAt fails the stage on item fatalAt.
+// numbers is a source of the ints 1..n (n < 0: endless). bad(i) makes the
+// call for i return a non-fatal error instead of emitting it.
 type numbers struct {
-	n       int
-	bad     func(i int) bool
-	fatalAt int
-	i       int
-	closed  atomic.Int32
-	opened  atomic.Int32
-	openErr error
+	n   int
+	bad func(i int) bool
+	i   int
 }
-
-func (s *numbers) Open(context.Context) error { s.opened.Add(1); return s.openErr }
-func (s *numbers) Close() error               { s.closed.Add(1); return nil }
 
 func (s *numbers) Next(_ context.Context, emit func(int)) error {
 	if s.i == s.n {
 		return io.EOF
 	}
 	s.i++
-	switch {
-	case s.i == s.fatalAt:
-		return stage.Fatal(errFatal)
-	case s.bad != nil && s.bad(s.i):
+	if s.bad != nil && s.bad(s.i) {
 		return errBad
 	}
 	emit(s.i)
@@ -49,13 +61,10 @@ func (s *numbers) Next(_ context.Context, emit func(int)) error {
 // mapper is a transform scripted per input: fail returns the error to
 // return for an input (nil: emit f(in)); it counts its calls.
 type mapper[I, O any] struct {
-	f      func(I) O
-	fail   func(I) error
-	calls  atomic.Int64
-	closed atomic.Int32
+	f     func(I) O
+	fail  func(I) error
+	calls atomic.Int64
 }
-
-func (m *mapper[I, O]) Close() error { m.closed.Add(1); return nil }
 
 func (m *mapper[I, O]) Process(_ context.Context, in I, emit func(O)) error {
 	m.calls.Add(1)
@@ -68,14 +77,13 @@ func (m *mapper[I, O]) Process(_ context.Context, in I, emit func(O)) error {
 	return nil
 }
 
-// collector is a sink that records what it consumes; fail scripts errors.
+// collector is a sink that records what it consumes; fail scripts errors
+// by value, onItem is called after each consumed item with the count.
 type collector[T any] struct {
-	fail    func(T) error
-	onItem  func(n int) // called after each consumed item with the count
-	mu      sync.Mutex
-	got     []T
-	flushed atomic.Int32
-	closed  atomic.Int32
+	fail   func(T) error
+	onItem func(n int)
+	mu     sync.Mutex
+	got    []T
 }
 
 func (c *collector[T]) Consume(_ context.Context, in T) error {
@@ -93,9 +101,6 @@ func (c *collector[T]) Consume(_ context.Context, in T) error {
 	}
 	return nil
 }
-
-func (c *collector[T]) Flush(context.Context) error { c.flushed.Add(1); return nil }
-func (c *collector[T]) Close() error                { c.closed.Add(1); return nil }
 
 func (c *collector[T]) items() []T {
 	c.mu.Lock()

@@ -10,8 +10,8 @@ import (
 )
 
 // Journal receives the lifecycle of a pipeline: an [Entry] for every state
-// change of every stage, one completion entry per stage, and one for the
-// pipeline itself.
+// change of every stage, one for every restart (see [WithRestart]), one
+// completion entry per stage, and one for the pipeline itself.
 //
 // Append is called from the stages' goroutines, concurrently, so an
 // implementation must be safe for concurrent use. It should be fast: it
@@ -31,6 +31,11 @@ const (
 	// EntryCompleted records how a stage ended (Stage set) or how the
 	// pipeline ended (Stage empty): Outcome, Reason and Counts.
 	EntryCompleted EntryKind = "completed"
+	// EntryRestart records that a failed stage will be restarted (see
+	// [WithRestart]): Restart numbers the restart (1 for the stage's
+	// first), Reason is the failure. The transitions of the new
+	// incarnation follow, from Created.
+	EntryRestart EntryKind = "restart"
 )
 
 // Outcome says how a stage or a pipeline ended.
@@ -60,10 +65,12 @@ type Entry struct {
 	Event string `json:"event,omitempty"`
 	To    string `json:"to,omitempty"`
 	// Outcome, Reason and Counts describe a completion. Reason is empty when
-	// the outcome is drained.
+	// the outcome is drained; it is also the failure of a restart.
 	Outcome Outcome `json:"outcome,omitempty"`
 	Reason  string  `json:"reason,omitempty"`
 	Counts  *Counts `json:"counts,omitempty"`
+	// Restart numbers a restart entry: 1 for the stage's first restart.
+	Restart int `json:"restart,omitempty"`
 }
 
 // MemoryJournal is a [Journal] that keeps its entries in memory, in the

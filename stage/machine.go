@@ -43,13 +43,15 @@ func newMachine(k kind, initial State) (stagefsm.Machine[State, event, *unit, ac
 //	Draining      -DrainComplete-> Drained       [DrainHandler, ForwardEOF, Cleanup]  (transform)
 //	Draining      -DrainComplete-> Drained       [DrainHandler, Cleanup]              (sink)
 //	any non-terminal -BeginDrain-> Draining;  Draining -BeginDrain-> Draining (stay)
-//	any but Failed   -Error(e)->   Failed(e)     [SendFailure, Cleanup]
+//	any non-terminal -Error(e)->   Failed(e)     [SendFailure, Cleanup]
+//	Drained          -Error(e)->   Failed(e)     [SendFailure, Cleanup]
 //	Failed           -Error->      Failed        (stay: idempotent)
 //
-// Drained handles Error because the actions that enter it run after it is
-// entered: a failing Cleanup turns a drained stage into a failed one. No
-// control event reaches it (its control mode is Ignore) and its dispatch
-// terminates.
+// Drained and Failed are terminal. Drained still handles Error, the
+// failure event (mealy lets a terminal state leave on it), because the
+// actions that enter it run after it is entered: a failing Cleanup turns a
+// drained stage into a failed one. No control event reaches it (its
+// control mode is Ignore) and its dispatch terminates.
 func define(k kind) (*definition, error) {
 	b := mealy.New[State, event, *unit, action](stateKind, eventKindOf)
 	b.Initial(Created)
@@ -62,9 +64,7 @@ func define(k kind) (*definition, error) {
 	}
 	b.State(Running)
 	b.State(Draining)
-	// Drained is not declared terminal: mealy lets no terminal state leave,
-	// and Drained must route the failure of the actions that enter it.
-	b.State(Drained)
+	b.State(Drained).Terminal()
 	b.State(Failed).Terminal()
 
 	b.On(Created, evInitialize).To(State{Kind: Initialized}).Do(actOpen)
@@ -83,10 +83,11 @@ func define(k kind) (*definition, error) {
 		b.On(Running, evReceivedEOF).To(State{Kind: Draining})
 		b.On(Draining, evDrainComplete).To(State{Kind: Drained}).Do(actDrainHandler, actCleanup)
 	}
-	b.OnAny(evBeginDrain, Draining, Drained).To(State{Kind: Draining})
+	b.OnAny(evBeginDrain, Draining).To(State{Kind: Draining})
 	b.On(Draining, evBeginDrain).Stay()
 
 	b.OnAny(evError).Choose(fail, Failed).Do(actSendFailure, actCleanup)
+	b.On(Drained, evError).Choose(fail, Failed).Do(actSendFailure, actCleanup) // its entry actions failed
 	b.On(Failed, evError).Stay()
 	return b.Build()
 }

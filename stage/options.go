@@ -1,6 +1,10 @@
 package stage
 
-import "go.uber.org/zap"
+import (
+	"go.uber.org/zap"
+
+	"github.com/stagefsm/stagefsm"
+)
 
 // Defaults of the options, documented on each option.
 const (
@@ -21,6 +25,7 @@ type options struct {
 	journal    Journal
 	deadLetter func(Item[any])
 	logger     *zap.Logger
+	restart    map[string]stagefsm.RestartPolicy // by stage name
 }
 
 func newOptions(opts []Option) options {
@@ -115,5 +120,59 @@ func WithLogger(l *zap.Logger) Option {
 			l = zap.NewNop()
 		}
 		o.logger = l
+	})
+}
+
+// WithRestart makes the stage named stage restart after a failure instead
+// of failing for good, under policy (see
+// [github.com/stagefsm/stagefsm.WithRestart] for the intensity, the
+// backoff and the error classes). It applies to a source, a transform or
+// the sink; give one WithRestart per stage to restart, and a later one for
+// the same stage replaces an earlier one. [Pipeline.Start] reports a name
+// that is not a stage of the pipeline, and a policy the core rejects.
+//
+// A failure of the stage — a fatal handler error, a hook's error or panic
+// while it runs — does not close its output, does not drain the pipeline
+// and writes no completion entry. Instead:
+//   - the item whose handler failed is dead-lettered with its error, as
+//     without a policy; the rest of the input batch it was in, which the
+//     stage never tried, waits for the next incarnation, and so do the
+//     outputs the stage had not sent yet;
+//   - while the stage waits out its backoff, a goroutine of the pipeline
+//     keeps taking what reaches its input, so upstream never blocks on a
+//     restarting stage: as many items as its input channel holds when full
+//     ([WithCapacity] × [WithBatchSize]) are parked for the next
+//     incarnation, in order; batches beyond that are dead-lettered with
+//     [ErrStageRestarted], which also wraps the failure (a backoff shorter
+//     than the time upstream takes to fill that room loses nothing);
+//   - after the backoff the stage starts again from Created, with the same
+//     handler: its Open hook runs again (after the Close of the failed
+//     incarnation), then it takes the parked items and its input again,
+//     and its output goes on where it was (Seq keeps counting);
+//   - the journal gets an [EntryRestart] entry, and [StageStats].Restarts
+//     counts the restart.
+//
+// When the policy gives up — the failure is permanent
+// ([github.com/stagefsm/stagefsm.ErrPermanent]) or restarts are too frequent
+// — the stage fails as it would without a policy (see the package doc): it
+// forwards end of input, the source is asked to drain, the stage
+// dead-letters with [ErrStageFailed] what reaches it until its upstream
+// ends, and [Pipeline.Wait] returns a [*StageError] whose error wraps
+// [github.com/stagefsm/stagefsm.ErrRestartIntensity] (when that is why) and
+// the last failure.
+//
+// Some failures are never restarted: a failure to open during
+// [Pipeline.Start] (the start is aborted as without a policy), a failure
+// once the stage has drained (its Drain, Flush or Close hook: its input
+// has ended, there is nothing left to redo), and the end of the pipeline's
+// context ([Pipeline.Abort]).
+//
+// Default: no stage is restarted.
+func WithRestart(stage string, policy stagefsm.RestartPolicy) Option {
+	return optionFunc(func(o *options) {
+		if o.restart == nil {
+			o.restart = make(map[string]stagefsm.RestartPolicy)
+		}
+		o.restart[stage] = policy
 	})
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -88,11 +90,20 @@ func To[T any](c *Chain[T], name string, s Sink[T], opts ...Option) *Pipeline {
 	in := chainInput(b, c)
 	u := b.unit(name, kindSink, s == nil)
 	u.core = newSinkCore(u, s, in)
-	p.err = errors.Join(b.errs...)
 	p.byName = make(map[string]*unit, len(p.units))
 	for _, u := range p.units {
 		p.byName[u.name] = u
 	}
+	for _, name := range slices.Sorted(maps.Keys(p.opts.restart)) {
+		u, ok := p.byName[name]
+		if !ok {
+			b.errs = append(b.errs, fmt.Errorf("stage: WithRestart names %q, which is not a stage of the pipeline", name))
+			continue
+		}
+		policy := p.opts.restart[name]
+		u.policy = &policy
+	}
+	p.err = errors.Join(b.errs...)
 	return p
 }
 
@@ -110,12 +121,16 @@ type Pipeline struct {
 	byName map[string]*unit
 	done   chan struct{}
 	result error // set before done is closed
+	// runCtx is the stages' context, for the goroutines the pipeline runs
+	// beside their loops (see unit.bg). Set by Start before any stage runs.
+	runCtx context.Context
 
 	mu        sync.Mutex
 	started   bool
 	aborted   bool
 	drainReq  bool
 	gunFired  bool
+	running   bool // every stage got through its gates: items may flow
 	cancel    context.CancelCauseFunc
 	journalEr error
 
@@ -151,17 +166,20 @@ func (p *Pipeline) Start(ctx context.Context) error {
 		return p.err
 	}
 	runCtx, cancel := context.WithCancelCause(ctx)
-	p.cancel = cancel
+	p.cancel, p.runCtx = cancel, runCtx
 	if p.aborted {
 		cancel(ErrAborted)
 	}
 	p.mu.Unlock()
 
 	for _, u := range p.units {
-		u.st = stagefsm.Start(runCtx, supervisor{u}, State{}, u,
-			stagefsm.WithLogger(p.opts.logger),
-			stagefsm.WithObserver(u.observer()),
-			stagefsm.WithControlCapacity(controlCapacity))
+		opts := []stagefsm.Option{stagefsm.WithLogger(p.opts.logger), stagefsm.WithObserver(u.observer())}
+		if u.policy != nil {
+			opts = append(opts, stagefsm.WithRestart(*u.policy, reincarnate))
+		} else {
+			opts = append(opts, stagefsm.WithControlCapacity(controlCapacity))
+		}
+		u.st = stagefsm.Start(runCtx, supervisor{u}, State{}, u, opts...)
 	}
 	go p.supervise(runCtx)
 
@@ -182,13 +200,16 @@ func (p *Pipeline) Start(ctx context.Context) error {
 	return nil
 }
 
-// controlCapacity is the size of each stage's control queue. A stage is
-// sent at most three control events that matter — Initialize, then Ready,
-// then Start (the source) or Error (a start-up that failed) — each after
-// the previous one was taken, except that Error may follow a Ready not yet
-// taken; the rest are BeginDrain requests to the source, of which one is
-// enough (Drain ignores a full queue). The default of 16 would cost every
-// stage 288 bytes more for the whole of its life.
+// controlCapacity is the size of the control queue of a stage without a
+// restart policy. Such a stage is sent at most three control events that
+// matter — Initialize, then Ready, then Start (the source) or Error (a
+// start-up that failed) — each after the previous one was taken, except
+// that Error may follow a Ready not yet taken; the rest are BeginDrain
+// requests to the source, of which one is enough (Drain ignores a full
+// queue). The default of 16 would cost every stage 288 bytes more for the
+// whole of its life. A stage with a restart policy keeps the default: its
+// restart queues up to four gate events at once (see
+// unit.restartScheduled), next to drain requests that may arrive meanwhile.
 const controlCapacity = 4
 
 // gates takes every stage through Initialize and Ready and fires the
@@ -205,7 +226,11 @@ func (p *Pipeline) gates(ctx context.Context) error {
 				errs = append(errs, &StageError{Stage: u.name, Err: err})
 			}
 		case <-u.st.Done():
-			errs = append(errs, &StageError{Stage: u.name, Err: errStoppedAtStart})
+			err := u.st.Wait(ctx) // done: returns at once; e.g. a restart policy the core rejects
+			if err == nil {
+				err = errStoppedAtStart
+			}
+			errs = append(errs, &StageError{Stage: u.name, Err: err})
 		}
 	}
 	if len(errs) > 0 {
@@ -226,6 +251,9 @@ func (p *Pipeline) gates(ctx context.Context) error {
 			return &StageError{Stage: u.name, Err: err}
 		}
 	}
+	p.mu.Lock()
+	p.running = true
+	p.mu.Unlock()
 	if err := p.units[0].st.TrySend(event{kind: evStart}); err != nil {
 		return &StageError{Stage: p.units[0].name, Err: err}
 	}
@@ -233,6 +261,26 @@ func (p *Pipeline) gates(ctx context.Context) error {
 }
 
 var errStoppedAtStart = errors.New("stage: stopped before it opened")
+
+// reincarnate is the context factory of a stage with a restart policy: the
+// next incarnation runs with the same unit, which the OnRestarted callback
+// resets (see unit.restarted).
+func reincarnate(_ context.Context, u *unit) (*unit, error) { return u, nil }
+
+// flowing reports whether every stage got through the start-up gates, so
+// that items may flow: only then is a failure restarted.
+func (p *Pipeline) flowing() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.running
+}
+
+// drainRequested reports whether Drain was called.
+func (p *Pipeline) drainRequested() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.drainReq
+}
 
 // Drain asks the pipeline to finish gracefully: the source stops producing
 // (between two calls of its Next), sends what it holds and forwards end of
@@ -301,8 +349,11 @@ func (p *Pipeline) supervise(ctx context.Context) {
 	errs := make([]error, len(p.units))
 	for i, u := range p.units {
 		errs[i] = u.st.Wait(context.Background())
-		// The stage's goroutine has ended: make sure its downstream sees end
-		// of input whatever way it ended.
+		// The stage's goroutine has ended, and with it every callback that
+		// starts a goroutine for it; those end at end of input, or when
+		// the pipeline is aborted.
+		u.bg.Wait()
+		// Make sure its downstream sees end of input whatever way it ended.
 		u.core.closeOutput()
 	}
 	aborted := ctx.Err() != nil
@@ -329,7 +380,7 @@ func (p *Pipeline) supervise(ctx context.Context) {
 			// A consequence of another stage's failure to open, which is
 			// reported instead.
 		case final.Kind == Failed:
-			failures = append(failures, &StageError{Stage: u.name, Err: final.Reason})
+			failures = append(failures, &StageError{Stage: u.name, Err: u.reason(final.Reason)})
 		}
 		if !u.completed {
 			outcome, reason := OutcomeAborted, "aborted"
@@ -425,6 +476,7 @@ func (p *Pipeline) Stats() Stats {
 		s.Counts.In = u.stats.in.Load()
 		s.Counts.Out = u.stats.out.Load()
 		s.Counts.Emitted = u.stats.emitted.Load()
+		s.Restarts = int(u.restarts.Load())
 		u.mu.Lock()
 		s.State = u.state
 		s.Timeline = append([]Step(nil), u.timeline...)

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"strconv"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/stagefsm/stagefsm"
 	"github.com/stagefsm/stagefsm/stage"
+	"github.com/stagefsm/stagefsm/stagefsmtest"
 )
 
 // run starts p and waits for it.
@@ -51,24 +54,23 @@ func (s *summer) Drain(_ context.Context, emit func(int)) error {
 }
 
 func TestEOFPropagatesAndDrainsInOrder(t *testing.T) {
-	src := &numbers{n: 1000}
-	dbl := &mapper[int, int]{f: double}
-	sink := &collector[int]{}
+	src := upTo(1000)
+	dbl := stagefsmtest.NewTransform(double)
+	sink := stagefsmtest.NewSink[int]()
 	j := &stage.MemoryJournal{}
-	p := stage.To(stage.Then(stage.Then(stage.From("src", src), "double", stage.Transform[int, int](dbl)),
+	p := stage.To(stage.Then(stage.Then(stage.From("src", stage.Source[int](src)), "double", stage.Transform[int, int](dbl)),
 		"sum", &summer{}), "sink", sink, stage.WithJournal(j), stage.WithBatchSize(16))
 	require.NoError(t, run(t, p))
 
-	got := sink.items()
+	got := sink.Delivered()
 	require.Len(t, got, 1001)
 	for i, v := range got[:1000] {
 		assert.Equal(t, 2*(i+1), v, "order is kept")
 	}
 	assert.Equal(t, -1001000, got[1000], "the Drain hook's output arrives before end of input")
-	assert.EqualValues(t, 1, sink.flushed.Load())
-	for _, n := range []int32{src.closed.Load(), dbl.closed.Load(), sink.closed.Load()} {
-		assert.EqualValues(t, 1, n, "Close is called once")
-	}
+	assert.Equal(t, []string{"Open", "Close"}, src.Lifecycle(), "each hook once, in order")
+	assert.Equal(t, []string{"Open", "Drain", "Close"}, dbl.Lifecycle())
+	assert.Equal(t, []string{"Open", "Flush", "Close"}, sink.Lifecycle())
 
 	// Each stage sees end of input only after the stage before it drained.
 	pos := map[string]int{}
@@ -142,8 +144,7 @@ func TestRepeatedDrainRequests(t *testing.T) {
 }
 
 func TestDrainBeforeStart(t *testing.T) {
-	sink := &collector[int]{}
-	p := stage.To(stage.From("src", &numbers{n: -1}), "sink", sink)
+	p := stage.To(stage.From("src", &numbers{n: -1}), "sink", stagefsmtest.NewSink[int]())
 	p.Drain()
 	require.NoError(t, run(t, p))
 	st := assertBalanced(t, p, nil)
@@ -180,13 +181,8 @@ func TestNonFatalErrorsAreDeadLettered(t *testing.T) {
 func TestFatalErrorFailsTheStageAndDrainsTheOthers(t *testing.T) {
 	dl := &letters{}
 	src := &numbers{n: 100_000}
-	m := &mapper[int, int]{f: double, fail: func(i int) error {
-		if i == 300 {
-			return stage.Fatal(errFatal)
-		}
-		return nil
-	}}
-	sink := &collector[int]{}
+	m := stagefsmtest.NewTransform(double).FailAt(300, stage.Fatal(errFatal))
+	sink := stagefsmtest.NewSink[int]()
 	j := &stage.MemoryJournal{}
 	p := stage.To(stage.Then(stage.From("src", src), "t", stage.Transform[int, int](m)), "sink", sink,
 		stage.WithDeadLetter(dl.add), stage.WithJournal(j))
@@ -204,8 +200,8 @@ func TestFatalErrorFailsTheStageAndDrainsTheOthers(t *testing.T) {
 	assert.Equal(t, stage.Drained, st.Stages[0].State.Kind, "upstream is drained")
 	assert.Equal(t, stage.Drained, st.Stages[2].State.Kind, "downstream drains what it has")
 	assert.Less(t, st.Stages[0].Counts.Emitted, uint64(100_000), "the source stopped early")
-	assert.Len(t, sink.items(), 299, "the items before the failure were delivered")
-	assert.EqualValues(t, 1, m.closed.Load())
+	assert.Len(t, sink.Delivered(), 299, "the items before the failure were delivered")
+	assert.Equal(t, []string{"Open", "Close"}, m.Lifecycle())
 
 	var fatal, left int
 	for _, it := range dl.items() {
@@ -228,15 +224,15 @@ func TestFatalErrorFailsTheStageAndDrainsTheOthers(t *testing.T) {
 }
 
 func TestSourceFatal(t *testing.T) {
-	sink := &collector[int]{}
-	p := stage.To(stage.From("src", &numbers{n: 1000, fatalAt: 10}), "sink", sink)
+	sink := stagefsmtest.NewSink[int]()
+	p := stage.To(stage.From("src", stage.Source[int](upTo(9).Fail(stage.Fatal(errFatal)).Emit(10))), "sink", sink)
 	err := run(t, p)
 	assert.ErrorIs(t, err, errFatal)
 	st := assertBalanced(t, p, nil)
 	assert.Equal(t, stage.Failed, st.Stages[0].State.Kind)
 	assert.Equal(t, stage.Drained, st.Stages[1].State.Kind)
 	assert.EqualValues(t, 9, st.Stages[0].Counts.Emitted)
-	assert.Len(t, sink.items(), 9, "what the source emitted before failing is delivered")
+	assert.Len(t, sink.Delivered(), 9, "what the source emitted before failing is delivered")
 }
 
 func TestSinkErrors(t *testing.T) {
@@ -263,17 +259,12 @@ func TestSinkErrors(t *testing.T) {
 
 func TestHandlerPanicIsAnItemError(t *testing.T) {
 	dl := &letters{}
-	m := &mapper[int, int]{f: func(i int) int {
-		if i == 10 {
-			panic("kaboom")
-		}
-		return i
-	}}
-	sink := &collector[int]{}
-	p := stage.To(stage.Then(stage.From("src", &numbers{n: 100}), "t", stage.Transform[int, int](m)), "sink", sink,
+	m := stagefsmtest.NewTransform(double).PanicAt(10, "kaboom")
+	sink := stagefsmtest.NewSink[int]()
+	p := stage.To(stage.Then(stage.From("src", stage.Source[int](upTo(100))), "t", stage.Transform[int, int](m)), "sink", sink,
 		stage.WithDeadLetter(dl.add))
 	require.NoError(t, run(t, p))
-	assert.Len(t, sink.items(), 99)
+	assert.Len(t, sink.Delivered(), 99)
 	require.Len(t, dl.items(), 1)
 	var pe *stagefsm.PanicError
 	require.ErrorAs(t, dl.items()[0].Err, &pe)
@@ -290,9 +281,9 @@ func TestErrorItemsPassThroughTransforms(t *testing.T) {
 		}
 		return nil
 	}}
-	toText := &mapper[int, string]{f: strconv.Itoa}
-	upper := &mapper[string, string]{f: func(s string) string { return s + "!" }}
-	sink := &collector[string]{}
+	toText := stagefsmtest.NewTransform(strconv.Itoa)
+	upper := stagefsmtest.NewTransform(func(s string) string { return s + "!" })
+	sink := stagefsmtest.NewSink[string]()
 	src := &numbers{n: 100, bad: func(i int) bool { return i%25 == 1 }}
 	p := stage.To(
 		stage.Then(stage.Then(stage.Then(stage.From("src", src), "first", stage.Transform[int, int](first)),
@@ -301,9 +292,9 @@ func TestErrorItemsPassThroughTransforms(t *testing.T) {
 	require.NoError(t, run(t, p))
 
 	assert.EqualValues(t, 96, first.calls.Load(), "the source's 4 error items pass by the handler")
-	assert.EqualValues(t, 86, toText.calls.Load(), "and so do the 10 that failed in first")
-	assert.EqualValues(t, 86, upper.calls.Load())
-	assert.Len(t, sink.items(), 86)
+	assert.Equal(t, 86, toText.Calls(), "and so do the 10 that failed in first")
+	assert.Equal(t, 86, upper.Calls())
+	assert.Len(t, sink.Delivered(), 86)
 	byStage := map[string][]any{}
 	for _, it := range dl.items() {
 		var ie *stage.ItemError
@@ -318,13 +309,13 @@ func TestErrorItemsPassThroughTransforms(t *testing.T) {
 }
 
 func TestOpenFailureAbortsStartup(t *testing.T) {
-	src := &numbers{n: 10}
-	m := &mapper[int, int]{f: double}
+	src := upTo(10)
+	m := stagefsmtest.NewTransform(double)
 	errOpen := errors.New("no database")
-	sink := stage.SinkFunc[int](func(context.Context, int) error { return nil })
+	sink := stagefsmtest.NewSink[int]().OpenFails(errOpen)
 	j := &stage.MemoryJournal{}
-	p := stage.To(stage.Then(stage.From("src", src), "t", stage.Transform[int, int](m)), "sink",
-		openFailing[int]{Sink: sink, err: errOpen}, stage.WithJournal(j))
+	p := stage.To(stage.Then(stage.From("src", stage.Source[int](src)), "t", stage.Transform[int, int](m)), "sink", sink,
+		stage.WithJournal(j))
 	err := p.Start(context.Background())
 	var se *stage.StageError
 	require.ErrorAs(t, err, &se)
@@ -334,9 +325,10 @@ func TestOpenFailureAbortsStartup(t *testing.T) {
 
 	st := assertBalanced(t, p, nil)
 	assert.Zero(t, st.Emitted, "no item flows")
-	assert.Zero(t, src.i, "Next is never called")
-	assert.EqualValues(t, 1, src.closed.Load(), "an opened handler is closed")
-	assert.EqualValues(t, 1, m.closed.Load())
+	assert.Zero(t, src.Calls(), "Next is never called")
+	assert.Equal(t, []string{"Open", "Close"}, src.Lifecycle(), "an opened handler is closed")
+	assert.Equal(t, []string{"Open", "Close"}, m.Lifecycle())
+	assert.Equal(t, []string{"Open"}, sink.Lifecycle(), "one that failed to open is not")
 	for _, s := range st.Stages[:2] {
 		assert.Equal(t, stage.Failed, s.State.Kind)
 		assert.ErrorIs(t, s.State.Reason, stage.ErrStartupAborted, s.Name)
@@ -348,22 +340,13 @@ func TestOpenFailureAbortsStartup(t *testing.T) {
 	}
 }
 
-// openFailing is a sink whose Open hook fails, or panics when err is nil.
-type openFailing[T any] struct {
-	stage.Sink[T]
-	err error
-}
+// openPanicking is a sink whose Open hook panics.
+type openPanicking struct{ stage.Sink[int] }
 
-func (o openFailing[T]) Open(context.Context) error {
-	if o.err == nil {
-		panic("open exploded")
-	}
-	return o.err
-}
+func (openPanicking) Open(context.Context) error { panic("open exploded") }
 
 func TestOpenPanicFailsStartup(t *testing.T) {
-	sink := stage.SinkFunc[int](func(context.Context, int) error { return nil })
-	p := stage.To(stage.From("src", &numbers{n: 10}), "sink", openFailing[int]{Sink: sink})
+	p := stage.To(stage.From("src", &numbers{n: 10}), "sink", openPanicking{stagefsmtest.NewSink[int]()})
 	err := p.Start(context.Background())
 	var pe *stagefsm.PanicError
 	require.ErrorAs(t, err, &pe)
@@ -371,12 +354,12 @@ func TestOpenPanicFailsStartup(t *testing.T) {
 }
 
 // closeFailing is a sink whose Close hook fails.
-type closeFailing struct{ *collector[int] }
+type closeFailing struct{ stage.Sink[int] }
 
 func (closeFailing) Close() error { return errBad }
 
 func TestCloseErrorFailsADrainedStage(t *testing.T) {
-	p := stage.To(stage.From("src", &numbers{n: 10}), "sink", closeFailing{&collector[int]{}})
+	p := stage.To(stage.From("src", stage.Source[int](upTo(10))), "sink", closeFailing{stagefsmtest.NewSink[int]()})
 	err := run(t, p)
 	assert.ErrorIs(t, err, errBad)
 	st := assertBalanced(t, p, nil)
@@ -387,55 +370,45 @@ func TestCloseErrorFailsADrainedStage(t *testing.T) {
 }
 
 func TestAbort(t *testing.T) {
-	dl := &letters{}
-	first := make(chan struct{})
-	sink := stage.SinkFunc[int](func(ctx context.Context, i int) error {
-		if i == 2 {
-			close(first)
+	synctest.Test(t, func(t *testing.T) {
+		dl := &letters{}
+		sink := stagefsmtest.NewSink[int]().SleepAt(2, time.Hour) // stuck on a slow backend
+		j := &stage.MemoryJournal{}
+		p := stage.To(stage.Then(stage.From("src", &numbers{n: -1}), "t", stage.Transform[int, int](stagefsmtest.NewTransform(double))),
+			"sink", sink, stage.WithDeadLetter(dl.add), stage.WithJournal(j))
+		require.NoError(t, p.Start(context.Background()))
+		synctest.Wait() // the sink waits on its second item, the others on backpressure
+		p.Abort()
+		err := p.Wait(context.Background())
+		assert.ErrorIs(t, err, stage.ErrAborted)
+		st := assertBalanced(t, p, dl)
+		assert.Equal(t, []int{2}, sink.Delivered())
+		assert.NotZero(t, st.DeadLettered)
+		for _, it := range dl.items() {
+			assert.ErrorIs(t, it.Err, stage.ErrAborted)
 		}
-		<-ctx.Done() // a sink stuck on a slow backend
-		return ctx.Err()
+		c := completions(j.Entries())
+		for _, name := range []string{"src", "t", "sink", ""} {
+			require.Len(t, c[name], 1, name)
+			assert.Equal(t, stage.OutcomeAborted, c[name][0].Outcome, name)
+		}
+		p.Abort() // idempotent
+		assert.Equal(t, err, p.Wait(context.Background()))
 	})
-	j := &stage.MemoryJournal{}
-	p := stage.To(stage.Then(stage.From("src", &numbers{n: -1}), "t", stage.Transform[int, int](&mapper[int, int]{f: double})),
-		"sink", sink, stage.WithDeadLetter(dl.add), stage.WithJournal(j))
-	require.NoError(t, p.Start(context.Background()))
-	<-first
-	p.Abort()
-	err := p.Wait(context.Background())
-	assert.ErrorIs(t, err, stage.ErrAborted)
-	st := assertBalanced(t, p, dl)
-	assert.NotZero(t, st.DeadLettered)
-	for _, it := range dl.items() {
-		assert.ErrorIs(t, it.Err, stage.ErrAborted)
-	}
-	c := completions(j.Entries())
-	for _, name := range []string{"src", "t", "sink", ""} {
-		require.Len(t, c[name], 1, name)
-		assert.Equal(t, stage.OutcomeAborted, c[name][0].Outcome, name)
-	}
-	p.Abort() // idempotent
-	assert.Equal(t, err, p.Wait(context.Background()))
 }
 
 func TestStartContextBoundsThePipeline(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	first := make(chan struct{})
-	sink := stage.SinkFunc[int](func(ctx context.Context, i int) error {
-		if i == 1 {
-			close(first)
-		}
-		<-ctx.Done()
-		return ctx.Err()
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		p := stage.To(stage.From("src", &numbers{n: -1}), "sink", stagefsmtest.NewSink[int]().SleepAt(1, time.Hour))
+		require.NoError(t, p.Start(ctx))
+		synctest.Wait()
+		cancel()
+		err := p.Wait(context.Background())
+		assert.ErrorIs(t, err, stage.ErrAborted)
+		assert.ErrorIs(t, err, context.Canceled)
+		assertBalanced(t, p, nil)
 	})
-	p := stage.To(stage.From("src", &numbers{n: -1}), "sink", sink)
-	require.NoError(t, p.Start(ctx))
-	<-first
-	cancel()
-	err := p.Wait(context.Background())
-	assert.ErrorIs(t, err, stage.ErrAborted)
-	assert.ErrorIs(t, err, context.Canceled)
-	assertBalanced(t, p, nil)
 }
 
 func TestConstructionErrors(t *testing.T) {

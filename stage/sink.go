@@ -13,15 +13,14 @@ type sinkCore[T any] struct {
 	u       *unit
 	h       Sink[T]
 	flusher Flusher // nil if the handler has no Flush hook
-	in      *edge[T]
+	in      input[T]
 
-	held      []Item[T] // the input batch being consumed
-	next      int       // index in held of the next item
-	inputDone bool
+	held []Item[T] // the input batch being consumed
+	next int       // index in held of the next item
 }
 
 func newSinkCore[T any](u *unit, h Sink[T], in *edge[T]) *sinkCore[T] {
-	s := &sinkCore[T]{u: u, h: h, in: in}
+	s := &sinkCore[T]{u: u, h: h, in: input[T]{edge: in}}
 	s.flusher, _ = h.(Flusher)
 	return s
 }
@@ -49,7 +48,7 @@ func (s *sinkCore[T]) running(ctx context.Context) (stagefsm.Directive[event], e
 }
 
 func (s *sinkCore[T]) draining(ctx context.Context) (stagefsm.Directive[event], error) {
-	if s.inputDone {
+	if s.in.exhausted() {
 		return stagefsm.Transition(event{kind: evDrainComplete}), nil
 	}
 	return s.consume(ctx, evDrainComplete)
@@ -58,19 +57,14 @@ func (s *sinkCore[T]) draining(ctx context.Context) (stagefsm.Directive[event], 
 // consume waits for one input batch and consumes it. At end of input it
 // returns the transition eof.
 func (s *sinkCore[T]) consume(ctx context.Context, eof eventKind) (stagefsm.Directive[event], error) {
-	var b []Item[T]
-	var ok bool
-	select {
-	case b, ok = <-s.in.ch:
-	case <-ctx.Done():
-		return stagefsm.Directive[event]{}, ctx.Err()
+	b, ok, err := s.in.receive(ctx, s.u)
+	if err != nil {
+		return stagefsm.Directive[event]{}, err
 	}
 	if !ok {
-		s.inputDone = true
 		return stagefsm.Transition(event{kind: eof}), nil
 	}
 	s.held, s.next = b, 0
-	s.u.stats.in.Add(uint64(len(b)))
 	var delivered uint64
 	defer func() { s.u.stats.delivered.Add(delivered) }()
 	for s.next < len(b) {
@@ -107,26 +101,12 @@ func (s *sinkCore[T]) finish(ctx context.Context) error {
 
 func (s *sinkCore[T]) closeOutput() {}
 
-func (s *sinkCore[T]) failed(ctx context.Context) (bool, error) {
-	s.sweepHeld(ErrStageFailed)
-	if s.inputDone {
-		return true, nil
-	}
-	select {
-	case b, ok := <-s.in.ch:
-		if !ok {
-			s.inputDone = true
-			return true, nil
-		}
-		s.u.stats.in.Add(uint64(len(b)))
-		for _, it := range b {
-			deadLetter(s.u, it, ErrStageFailed)
-		}
-		s.in.put(b)
-		return false, nil
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
+func (s *sinkCore[T]) shed(ctx context.Context, stop <-chan struct{}, cause error, parkable bool) (bool, error) {
+	return s.in.shed(ctx, s.u, stop, cause, parkable)
+}
+
+func (s *sinkCore[T]) park() {
+	s.held, s.next = parkHeld(s.u, &s.in, s.held, s.next)
 }
 
 func (s *sinkCore[T]) sweepHeld(cause error) {
@@ -136,9 +116,10 @@ func (s *sinkCore[T]) sweepHeld(cause error) {
 		}
 		s.held = nil
 	}
+	s.in.sweepParked(s.u, cause)
 }
 
 func (s *sinkCore[T]) sweep(cause error) {
 	s.sweepHeld(cause)
-	sweepInput(s.u, s.in, cause)
+	s.in.sweep(s.u, cause)
 }

@@ -135,15 +135,20 @@ func (s *sourceCore[T]) closeOutput() {
 	}
 }
 
-func (s *sourceCore[T]) failed(context.Context) (bool, error) {
-	s.sweep(ErrStageFailed)
+// shed reports done at once: a source has no input.
+func (s *sourceCore[T]) shed(context.Context, <-chan struct{}, error, bool) (bool, error) {
 	return true, nil
 }
 
-func (s *sourceCore[T]) sweep(cause error) {
+// park keeps the batch being filled, for the next incarnation to send.
+func (s *sourceCore[T]) park() {}
+
+func (s *sourceCore[T]) sweepHeld(cause error) {
 	s.publish()
 	for _, it := range s.cur {
 		deadLetter(s.u, it, cause)
 	}
 	s.cur = nil
 }
+
+func (s *sourceCore[T]) sweep(cause error) { s.sweepHeld(cause) }

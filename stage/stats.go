@@ -60,8 +60,12 @@ type StageStats struct {
 	Kind   string
 	State  State
 	Counts Counts
+	// Restarts counts the times the stage was restarted after a failure
+	// (see [WithRestart]).
+	Restarts int
 	// Timeline lists the states the stage entered, in order, starting with
-	// Created at the time the pipeline was built.
+	// Created at the time the pipeline was built. A restart starts again
+	// from Created.
 	Timeline []Step
 }
 

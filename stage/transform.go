@@ -13,7 +13,7 @@ type transformCore[I, O any] struct {
 	u       *unit
 	h       Transform[I, O]
 	drainer Drainer[O] // nil if the handler has no Drain hook
-	in      *edge[I]
+	in      input[I]
 	out     *edge[O]
 
 	held        []Item[I] // the input batch being processed
@@ -21,13 +21,12 @@ type transformCore[I, O any] struct {
 	cur         []Item[O] // outputs not yet sent
 	seq         uint64
 	unpublished uint64 // emitted but not yet added to the counters
-	inputDone   bool
 	outClosed   bool
 	emitFn      func(O)
 }
 
 func newTransformCore[I, O any](u *unit, h Transform[I, O], in *edge[I], out *edge[O]) *transformCore[I, O] {
-	t := &transformCore[I, O]{u: u, h: h, in: in, out: out}
+	t := &transformCore[I, O]{u: u, h: h, in: input[I]{edge: in}, out: out}
 	t.drainer, _ = h.(Drainer[O])
 	t.emitFn = t.emit
 	return t
@@ -65,7 +64,7 @@ func (t *transformCore[I, O]) running(ctx context.Context) (stagefsm.Directive[e
 }
 
 func (t *transformCore[I, O]) draining(ctx context.Context) (stagefsm.Directive[event], error) {
-	if t.inputDone {
+	if t.in.exhausted() {
 		return stagefsm.Transition(event{kind: evDrainComplete}), nil
 	}
 	return t.consume(ctx, evDrainComplete)
@@ -74,19 +73,14 @@ func (t *transformCore[I, O]) draining(ctx context.Context) (stagefsm.Directive[
 // consume waits for one input batch, processes it and sends the outputs.
 // At end of input it returns the transition eof.
 func (t *transformCore[I, O]) consume(ctx context.Context, eof eventKind) (stagefsm.Directive[event], error) {
-	var b []Item[I]
-	var ok bool
-	select {
-	case b, ok = <-t.in.ch:
-	case <-ctx.Done():
-		return stagefsm.Directive[event]{}, ctx.Err()
+	b, ok, err := t.in.receive(ctx, t.u)
+	if err != nil {
+		return stagefsm.Directive[event]{}, err
 	}
 	if !ok {
-		t.inputDone = true
 		return stagefsm.Transition(event{kind: eof}), nil
 	}
 	t.held, t.next = b, 0
-	t.u.stats.in.Add(uint64(len(b)))
 	var delivered uint64
 	defer func() { t.u.stats.delivered.Add(delivered) }()
 	for t.next < len(b) {
@@ -174,26 +168,13 @@ func (t *transformCore[I, O]) closeOutput() {
 	}
 }
 
-func (t *transformCore[I, O]) failed(ctx context.Context) (bool, error) {
-	t.sweepHeld(ErrStageFailed)
-	if t.inputDone {
-		return true, nil
-	}
-	select {
-	case b, ok := <-t.in.ch:
-		if !ok {
-			t.inputDone = true
-			return true, nil
-		}
-		t.u.stats.in.Add(uint64(len(b)))
-		for _, it := range b {
-			deadLetter(t.u, it, ErrStageFailed)
-		}
-		t.in.put(b)
-		return false, nil
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
+func (t *transformCore[I, O]) shed(ctx context.Context, stop <-chan struct{}, cause error, parkable bool) (bool, error) {
+	return t.in.shed(ctx, t.u, stop, cause, parkable)
+}
+
+// park keeps the outputs not yet sent, for the next incarnation to send.
+func (t *transformCore[I, O]) park() {
+	t.held, t.next = parkHeld(t.u, &t.in, t.held, t.next)
 }
 
 func (t *transformCore[I, O]) sweepHeld(cause error) {
@@ -208,27 +189,26 @@ func (t *transformCore[I, O]) sweepHeld(cause error) {
 		deadLetter(t.u, it, cause)
 	}
 	t.cur = nil
+	t.in.sweepParked(t.u, cause)
 }
 
 func (t *transformCore[I, O]) sweep(cause error) {
 	t.sweepHeld(cause)
-	sweepInput(t.u, t.in, cause)
+	t.in.sweep(t.u, cause)
 }
 
-// sweepInput dead-letters, without waiting, the batches queued on in.
-func sweepInput[T any](u *unit, in *edge[T], cause error) {
-	for {
-		select {
-		case b, ok := <-in.ch:
-			if !ok {
-				return
-			}
-			u.stats.in.Add(uint64(len(b)))
-			for _, it := range b {
-				deadLetter(u, it, cause)
-			}
-		default:
-			return
-		}
+// parkHeld prepares the input of a failed stage for its restart: the item
+// whose handler failed (at next, already marked) is dead-lettered with its
+// error, and the rest of the batch, which the stage never tried, is parked
+// for the next incarnation. It returns the new held and next: none.
+func parkHeld[T any](u *unit, in *input[T], held []Item[T], next int) ([]Item[T], int) {
+	if held == nil {
+		return nil, 0
 	}
+	if next < len(held) && held[next].Err != nil {
+		deadLetter(u, held[next], nil)
+		next++
+	}
+	in.park(held[next:])
+	return nil, 0
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stagefsm/stagefsm"
@@ -38,10 +39,23 @@ type core interface {
 	finish(ctx context.Context) error
 	// closeOutput forwards end of input downstream; idempotent.
 	closeOutput()
-	// failed is the dispatch of Failed: it dead-letters what the stage
-	// holds and one batch of what still reaches its input; done reports
-	// that the input has ended, so the stage can terminate.
-	failed(ctx context.Context) (done bool, err error)
+	// sweepHeld dead-letters what the stage holds — the rest of the input
+	// batch it was processing, the outputs it has not sent, the input
+	// batches parked for it — with cause unless an item already failed.
+	sweepHeld(cause error)
+	// park prepares the restart of a failed stage: the item whose handler
+	// failed is dead-lettered with its error, the rest of its input batch
+	// is parked for the next incarnation, and the outputs not sent yet are
+	// kept for it to send.
+	park()
+	// shed waits for one batch on the stage's input and, when parkable,
+	// parks it for the next incarnation while there is room (what a full
+	// input channel holds); otherwise it dead-letters it with cause. It reports done at end of input (at once for a source, which
+	// has none) and when stop is closed (nil: never), and returns ctx.Err()
+	// if ctx is done first. It may run on a goroutine other than the loop's
+	// while the loop does not touch the core (a failed stage waiting to
+	// restart, or that has ended).
+	shed(ctx context.Context, stop <-chan struct{}, cause error, parkable bool) (done bool, err error)
 	// sweep dead-letters, without waiting, what the stage holds and what is
 	// queued on its input, with cause unless an item already failed.
 	sweep(cause error)
@@ -60,12 +74,28 @@ type unit struct {
 	st    *stagefsm.Stage[State, event]
 	stats counters
 
-	opened   bool       // the Open hook succeeded (or there is none)
-	closed   bool       // the Close hook was called
-	openDone chan error // receives the Open action's result, once
+	policy   *stagefsm.RestartPolicy // nil: the stage is not restarted
+	openDone chan error              // receives the first Open action's result
+	closeErr error                   // the Close hook's error in a stage that had failed
 
-	final     State // the state that dispatched Terminate
-	completed bool  // the completion entry was written
+	// Per incarnation: reset when the stage restarts.
+	opened   bool  // the Open hook succeeded (or there is none)
+	closed   bool  // the Close hook was called
+	final    State // the state that dispatched Terminate
+	drained  bool  // the stage entered Drained: a failure from now on is final
+	deferred bool  // the stage failed and its restart policy decides the rest
+	runErr   error // the loop's error, under a restart policy
+
+	completed bool // the completion entry was written
+
+	// While a failed stage waits to restart, a goroutine sheds its input;
+	// closing shedStop stops it, shedDone is closed when it has ended.
+	shedStop chan struct{}
+	shedDone <-chan struct{}
+	// bg counts the goroutines the pipeline runs for the stage beside its
+	// loop; Pipeline.supervise waits for them after the loop has ended.
+	bg       sync.WaitGroup
+	restarts atomic.Int64
 
 	mu       sync.Mutex
 	state    State
@@ -87,6 +117,9 @@ func newUnit(p *Pipeline, name string, k kind) *unit {
 // state and the timeline that Stats reads and journals the change.
 func (u *unit) record(from State, e event, to State) {
 	now := time.Now()
+	if to.Kind == Drained {
+		u.drained = true
+	}
 	u.mu.Lock()
 	u.state = to
 	if to.Kind != from.Kind {
@@ -98,17 +131,143 @@ func (u *unit) record(from State, e event, to State) {
 }
 
 func (u *unit) observer() stagefsm.Observer[State, event] {
-	return stagefsm.Observer[State, event]{
+	obs := stagefsm.Observer[State, event]{
 		OnTransition: func(from State, e event, to State, _ int) { u.record(from, e, to) },
 		OnFailure:    func(from State, e event, to State, _ error) { u.record(from, e, to) },
 		OnExit: func(_ State, err error) {
-			if err != nil && !isCancel(err) {
-				// The loop itself failed (a failure it could not route): the
-				// stage's channels are no longer served, so nothing can drain.
-				u.p.abort(&StageError{Stage: u.name, Err: err})
+			if err == nil || isCancel(err) {
+				return
 			}
+			if u.policy != nil {
+				u.runErr = err // the policy decides: see restartScheduled and gaveUp
+				return
+			}
+			// The loop itself failed (a failure it could not route): the
+			// stage's channels are no longer served, so nothing can drain.
+			u.p.abort(&StageError{Stage: u.name, Err: err})
 		},
 	}
+	if u.policy != nil {
+		obs.OnRestartScheduled = u.restartScheduled
+		obs.OnRestarted = u.restarted
+		obs.OnGaveUp = u.gaveUp
+	}
+	return obs
+}
+
+// deferFailure reports, as the stage enters Failed, whether its restart
+// policy decides what the failure means: the stage has a policy, the
+// pipeline has started (a failure to start aborts the start), and the
+// stage has not drained (its input has ended: nothing is left to redo).
+func (u *unit) deferFailure() bool {
+	u.deferred = u.policy != nil && !u.drained && u.p.flowing()
+	return u.deferred
+}
+
+// restartScheduled is the OnRestartScheduled callback of a stage with a
+// restart policy, called on its goroutine after a failed incarnation ended
+// (its control queue just emptied). It prepares the next incarnation: the
+// gate events it will need, the rest of the failed batch parked for it,
+// and a goroutine that takes its input (parking it while there is room)
+// until it runs.
+func (u *unit) restartScheduled(n int, _ time.Duration, cause error) {
+	if u.drained || !u.p.flowing() {
+		// A loop error before the start or after the drain: not restarted.
+		// Asking the stage to finish ends the backoff; gaveUp follows.
+		u.st.CloseControl()
+		return
+	}
+	reason := cause
+	if u.deferred && u.final.Reason != nil {
+		reason = u.final.Reason // the failure itself, without the restart's wrapping
+	}
+	gates := []event{{kind: evInitialize}, {kind: evReady}}
+	if u.kind == kindSource {
+		gates = append(gates, event{kind: evStart})
+		if u.p.drainRequested() {
+			gates = append(gates, event{kind: evBeginDrain})
+		}
+	}
+	for _, e := range gates {
+		if err := u.st.TrySend(e); err != nil {
+			// The queue was just emptied and holds 16: unreachable, but a
+			// stage whose gates cannot open must not restart and hang.
+			u.st.CloseControl()
+			return
+		}
+	}
+	u.core.park()
+	u.startShedding(fmt.Errorf("%w: %w", ErrStageRestarted, reason))
+	u.p.journal(Entry{Time: time.Now(), Stage: u.name, Kind: EntryRestart, Restart: n, Reason: reasonText(reason)})
+}
+
+// restarted is the OnRestarted callback: the next incarnation is about to
+// run, in Created. It stops the shedding and resets what belongs to one
+// incarnation.
+func (u *unit) restarted(int) {
+	u.stopShedding()
+	u.opened, u.closed, u.final, u.drained, u.deferred, u.runErr = false, false, State{}, false, false, nil
+	u.restarts.Add(1)
+	u.mu.Lock()
+	u.state = State{}
+	u.timeline = append(u.timeline, Step{State: State{}, At: time.Now()})
+	u.mu.Unlock()
+}
+
+// gaveUp is the OnGaveUp callback: the policy does not restart the stage,
+// whose goroutine is ending with err. A stage that ended Failed now fails
+// as it would have without a policy; a stage whose loop failed aborts the
+// pipeline.
+func (u *unit) gaveUp(err error) {
+	u.stopShedding()
+	if u.runErr != nil || !u.deferred {
+		u.p.abort(&StageError{Stage: u.name, Err: err})
+		return
+	}
+	u.core.sweepHeld(ErrStageFailed)
+	u.core.closeOutput()
+	u.p.stageFailed(u)
+	u.goShed(ErrStageFailed, nil, false) // what the Failed dispatch does without a policy
+}
+
+// startShedding starts taking what reaches the stage's input while it
+// waits to restart: parked for the next incarnation while there is room,
+// dead-lettered with cause beyond.
+func (u *unit) startShedding(cause error) {
+	u.shedStop = make(chan struct{})
+	u.shedDone = u.goShed(cause, u.shedStop, true)
+}
+
+// goShed starts a goroutine that takes what reaches the stage's input —
+// parking it if parkable and there is room, else dead-lettering it with
+// cause — until its end, until stop is closed (nil: never) or the pipeline
+// is aborted. The channel it returns is closed when the goroutine ends;
+// Pipeline.supervise waits for it through u.bg.
+func (u *unit) goShed(cause error, stop <-chan struct{}, parkable bool) <-chan struct{} {
+	done := make(chan struct{})
+	u.bg.Add(1)
+	go func() {
+		defer u.bg.Done()
+		defer close(done)
+		for {
+			ended, err := u.core.shed(u.p.runCtx, stop, cause, parkable)
+			if ended || err != nil {
+				return
+			}
+		}
+	}()
+	return done
+}
+
+// stopShedding stops the goroutine startShedding started, if any, and
+// waits for it: the core is the loop's again.
+func (u *unit) stopShedding() {
+	if u.shedStop == nil {
+		return
+	}
+	close(u.shedStop)
+	<-u.shedDone
+	u.shedStop, u.shedDone = nil, nil
 }
 
 // action is a side effect of a stage's machine. The lists the machine
@@ -120,7 +279,7 @@ const (
 	actDrainHandler                   // Drain (transform) or Flush (sink)
 	actForwardEOF                     // close the output channel
 	actCleanup                        // the Close hook, once, if opened
-	actSendFailure                    // close the output, tell the pipeline
+	actSendFailure                    // close the output, tell the pipeline (unless a restart policy decides)
 )
 
 var actionNames = [...]string{"", "Open", "DrainHandler", "ForwardEOF", "Cleanup", "SendFailure"}
@@ -154,17 +313,39 @@ func (a action) Execute(ctx context.Context, u *unit) error {
 			return nil
 		}
 		u.closed = true
-		if c, ok := u.core.handler().(io.Closer); ok {
+		c, ok := u.core.handler().(io.Closer)
+		switch {
+		case !ok:
+			return nil
+		case u.state.Kind != Failed:
 			return c.Close()
 		}
+		// The stage has failed already (the observer recorded Failed before
+		// the actions run): its reason stands. A Close that fails now is
+		// not routed — as the failure of a failure action it would end the
+		// stage's loop and abort the whole pipeline — but reported with
+		// the reason (see unit.reason).
+		u.closeErr = safeCall(c.Close)
 		return nil
 	case actSendFailure:
+		if u.deferFailure() {
+			return nil // the output stays open and nothing drains: see restartScheduled
+		}
 		u.core.closeOutput()
 		u.p.stageFailed(u)
 		return nil
 	default:
 		return fmt.Errorf("stage %s: unknown action %v", u.name, a)
 	}
+}
+
+// reason is why the stage failed: r, its state's reason, and the error of
+// its Close hook if that failed too.
+func (u *unit) reason(r error) error {
+	if u.closeErr == nil {
+		return r
+	}
+	return fmt.Errorf("%w (and Close: %w)", r, u.closeErr)
 }
 
 // supervisor is the [stagefsm.HandlerSupervised] of every stage. Its
@@ -175,6 +356,7 @@ var (
 	_ stagefsm.HandlerSupervised[State, event, *unit, action] = supervisor{}
 	_ stagefsm.Controlled[State, event]                       = supervisor{}
 	_ stagefsm.Stoppable[event]                               = supervisor{}
+	_ stagefsm.Failable[State]                                = supervisor{}
 )
 
 // errGate is the dispatch failure of a gate state, which only a control
@@ -198,10 +380,15 @@ func (s supervisor) DispatchState(ctx context.Context, st State, u *unit) (stage
 	case Draining:
 		return u.core.draining(ctx)
 	case Failed:
-		done, err := u.core.failed(ctx)
-		if err != nil || !done {
-			return stagefsm.Continue[event](), err
+		if !u.deferred {
+			u.core.sweepHeld(ErrStageFailed)
+			done, err := u.core.shed(ctx, nil, ErrStageFailed, false)
+			if err != nil || !done {
+				return stagefsm.Continue[event](), err
+			}
 		}
+		// A deferred failure ends the incarnation at once: the restart
+		// policy decides what happens to the items (see restartScheduled).
 		u.final = st
 		return stagefsm.Terminate[event](), nil
 	case Drained:
@@ -239,14 +426,25 @@ func (s supervisor) ControlClosed(st State) (event, bool) {
 	}
 }
 
-// WriteCompletionEvent journals how the stage ended, with its counts.
+// FailedState reports a stage that terminated in Failed with a failure its
+// restart policy decides on: the stage is restarted (or the policy gives
+// up). Without a policy Start never calls it.
+func (s supervisor) FailedState(st State) bool { return st.Kind == Failed && s.u.deferred }
+
+// WriteCompletionEvent journals how the stage ended, with its counts. An
+// incarnation that failed under a restart policy has not ended the stage:
+// it writes nothing (the pipeline journals the stage's end if the policy
+// gives up).
 func (s supervisor) WriteCompletionEvent(context.Context) error {
 	u := s.u
+	if u.deferred {
+		return nil
+	}
 	u.completed = true
 	e := Entry{Time: time.Now(), Pipeline: u.p.opts.name, Stage: u.name, Kind: EntryCompleted, Outcome: OutcomeDrained}
 	if u.final.Kind == Failed {
 		e.Outcome = OutcomeFailed
-		e.Reason = reasonText(u.final.Reason)
+		e.Reason = reasonText(u.reason(u.final.Reason))
 	}
 	counts := u.stats.load()
 	e.Counts = &counts

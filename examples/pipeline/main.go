@@ -15,6 +15,8 @@
 //	go run ./examples/pipeline -fail-rate 0.01 -panic-every 50000
 //	go run ./examples/pipeline -fatal-at 600000
 //	go run ./examples/pipeline -slow-sink 200us -drain-after 1s
+//	go run ./examples/pipeline -flaky-sink 2000                  # restarted under a restart policy
+//	go run ./examples/pipeline -flaky-sink 500 -max-restarts 3   # until the policy gives up
 package main
 
 import (
@@ -31,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stagefsm/stagefsm"
 	"github.com/stagefsm/stagefsm/stage"
 )
 
@@ -48,6 +51,9 @@ type config struct {
 	fatalAt    int64
 	slowSink   time.Duration
 	drainAfter time.Duration
+	flakySink  int64
+	maxRestart int
+	backoff    time.Duration
 	batch      int
 	capacity   int
 	seed       uint64
@@ -66,6 +72,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&c.fatalAt, "fatal-at", 0, "the enrich handler fails fatally at order id `ID` (0: never): enrich fails, the source drains, the stages after it drain what they have")
 	fs.DurationVar(&c.slowSink, "slow-sink", 0, "the sink waits `D` per row written (backpressure: watch the in-flight count stay bounded)")
 	fs.DurationVar(&c.drainAfter, "drain-after", 0, "ask the pipeline to drain after `D`: the source stops, everything in flight is still delivered")
+	fs.Int64Var(&c.flakySink, "flaky-sink", 0, "the sink loses its connection (a fatal error) on every `N`-th row it writes (0: never). The write stage then runs under a restart policy: each failure restarts it after a backoff: the row it failed on is dead-lettered, the rows reaching it meanwhile wait for it (beyond a channel's worth they are dead-lettered too, so nothing upstream waits)")
+	fs.IntVar(&c.maxRestart, "max-restarts", 10, "with -flaky-sink: the restart policy's intensity, at most `K` restarts per minute (0: no limit); one more failure and the policy gives up: the write stage fails, the pipeline drains")
+	fs.DurationVar(&c.backoff, "restart-backoff", 2*time.Millisecond, "with -flaky-sink: the wait before the first restart (`D`), doubled for each restart in a row up to 100×D, back to D after 10×D without a failure; rows reaching the sink meanwhile wait for it, up to -capacity × -batch, the rest is dead-lettered")
 	fs.IntVar(&c.batch, "batch", 0, "items per batch between stages (0: the library default, 128)")
 	fs.IntVar(&c.capacity, "capacity", 0, "batches each channel between stages holds (0: the library default, 4)")
 	fs.Uint64Var(&c.seed, "seed", 1, "seed of the generated data")
@@ -90,7 +99,8 @@ Flags:
 	switch {
 	case fs.NArg() > 0:
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
-	case c.n < 0 || c.failRate < 0 || c.failRate > 1 || c.panicEvery < 0 || c.fatalAt < 0 || c.slowSink < 0 || c.drainAfter < 0:
+	case c.n < 0 || c.failRate < 0 || c.failRate > 1 || c.panicEvery < 0 || c.fatalAt < 0 || c.slowSink < 0 || c.drainAfter < 0 ||
+		c.flakySink < 0 || c.maxRestart < 0 || c.backoff < 0:
 		return c, errors.New("negative values (and -fail-rate above 1) make no sense")
 	}
 	return c, nil
@@ -146,12 +156,12 @@ func demo(c config, stdout, stderr io.Writer) error {
 	defer dead.Close()
 	var causes causeCounts
 
-	rows := &jsonSink{path: filepath.Join(out, "hourly_revenue.jsonl"), slow: c.slowSink}
+	rows := &jsonSink{path: filepath.Join(out, "hourly_revenue.jsonl"), slow: c.slowSink, flaky: c.flakySink}
 	read := stage.From("read", stage.Source[string](&csvSource{path: input}))
 	parsed := stage.Then(read, "parse", stage.TransformFunc[string, Order](parseOrder))
 	enriched := stage.Then(parsed, "enrich", stage.Transform[Order, Order](enricher{panicEvery: c.panicEvery, fatalAt: c.fatalAt}))
 	hours := stage.Then(enriched, "hourly", stage.Transform[Order, Row](&hourly{}))
-	p := stage.To(hours, "write", stage.Sink[Row](rows),
+	opts := []stage.Option{
 		stage.WithName("orders"),
 		stage.WithJournal(journal),
 		stage.WithBatchSize(c.batch),
@@ -159,7 +169,14 @@ func demo(c config, stdout, stderr io.Writer) error {
 		stage.WithDeadLetter(func(it stage.Item[any]) {
 			causes.add(it.Err)
 			dead.write(deadLetter{Stage: failedAt(it.Err), Origin: it.Origin, Seq: it.Seq, Error: it.Err.Error(), Payload: it.Payload})
-		}))
+		}),
+	}
+	var policy *stagefsm.RestartPolicy
+	if c.flakySink > 0 {
+		policy = restartPolicy(c)
+		opts = append(opts, stage.WithRestart("write", *policy))
+	}
+	p := stage.To(hours, "write", stage.Sink[Row](rows), opts...)
 
 	ctx := context.Background()
 	start := time.Now()
@@ -186,10 +203,30 @@ func demo(c config, stdout, stderr io.Writer) error {
 	}
 
 	summarize(stdout, summary{
-		stats: p.Stats(), start: start, elapsed: elapsed, err: runErr, causes: &causes,
+		stats: p.Stats(), start: start, elapsed: elapsed, err: runErr, causes: &causes, policy: policy,
 		output: rows.path, deadLetters: dead.path, journal: journal.Path(), input: input,
 	})
 	return runErr
+}
+
+// restartPolicy is the write stage's restart policy under -flaky-sink: at
+// most -max-restarts restarts a minute, a backoff from -restart-backoff
+// doubling up to 100 times that, reset after 10 times that without a
+// failure, with 20% jitter seeded by -seed (so a run is reproducible).
+func restartPolicy(c config) *stagefsm.RestartPolicy {
+	limit := c.maxRestart
+	if limit == 0 {
+		limit = -1 // the policy's 0 means its default; the flag's means none
+	}
+	return &stagefsm.RestartPolicy{
+		MaxRestarts:    limit,
+		Period:         time.Minute,
+		BackoffInitial: c.backoff,
+		BackoffMax:     100 * c.backoff,
+		HealthyAfter:   10 * c.backoff,
+		Jitter:         0.2,
+		Seed:           c.seed,
+	}
 }
 
 // handleSignals drains the pipeline on the first interrupt and aborts it on
@@ -220,18 +257,31 @@ func handleSignals(p *stage.Pipeline, stderr io.Writer) func() {
 	}
 }
 
-// jsonSink writes rows as JSON lines.
+// jsonSink writes rows as JSON lines. With flaky set it loses its
+// connection on every flaky-th row; its stage is then restarted, and Open
+// reopens the file for appending.
 type jsonSink struct {
-	path string
-	slow time.Duration
-	f    *os.File
-	w    *bufio.Writer
-	enc  *json.Encoder
-	rows atomic.Int64
+	path   string
+	slow   time.Duration
+	flaky  int64
+	f      *os.File
+	w      *bufio.Writer
+	enc    *json.Encoder
+	opens  int
+	writes int64
+	rows   atomic.Int64
 }
 
+// errConnReset is the failure -flaky-sink injects.
+var errConnReset = errors.New("connection reset (injected by -flaky-sink)")
+
 func (s *jsonSink) Open(context.Context) error {
-	f, err := os.Create(s.path)
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if s.opens > 0 {
+		flags = os.O_WRONLY | os.O_APPEND // a restart: keep what was written
+	}
+	s.opens++
+	f, err := os.OpenFile(s.path, flags, 0o644)
 	if err != nil {
 		return err
 	}
@@ -249,6 +299,9 @@ func (s *jsonSink) Consume(ctx context.Context, r Row) error {
 			t.Stop()
 			return ctx.Err()
 		}
+	}
+	if s.writes++; s.flaky > 0 && s.writes%s.flaky == 0 {
+		return fatal(fmt.Errorf("row %d: %w", s.writes, errConnReset))
 	}
 	if err := s.enc.Encode(r); err != nil {
 		return fatal(err) // the file is broken: no point going on

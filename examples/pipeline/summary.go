@@ -54,6 +54,9 @@ func progressLine(st stage.Stats, elapsed time.Duration) string {
 		if s.State.Kind != stage.Running {
 			fmt.Fprintf(&b, " (%s)", s.State.Kind)
 		}
+		if s.Restarts > 0 {
+			fmt.Fprintf(&b, " ↻%d", s.Restarts)
+		}
 	}
 	fmt.Fprintf(&b, "  | in flight %s  dead-lettered %s", group(st.InFlight), group(st.DeadLettered))
 	return b.String()
@@ -78,6 +81,10 @@ func (c *causeCounts) add(err error) {
 	var pe *stagefsm.PanicError
 	cause := "other: " + err.Error()
 	switch {
+	case errors.Is(err, stage.ErrStageRestarted): // wraps the failure: before it
+		cause = "arrived while the stage restarted, beyond the room to park"
+	case errors.Is(err, errConnReset):
+		cause = "connection reset (-flaky-sink)"
 	case errors.Is(err, errMalformed):
 		cause = "malformed row"
 	case errors.Is(err, errInvalid):
@@ -107,6 +114,7 @@ type summary struct {
 	elapsed                             time.Duration
 	err                                 error
 	causes                              *causeCounts
+	policy                              *stagefsm.RestartPolicy // nil: none
 	input, output, deadLetters, journal string
 }
 
@@ -121,7 +129,7 @@ func summarize(w io.Writer, s summary) {
 		group(read), group(rows), s.elapsed.Round(time.Millisecond),
 		group(uint64(float64(read)/s.elapsed.Seconds())), outcome)
 
-	fmt.Fprintf(w, "  %-7s %-9s %10s %10s %10s %14s  %s\n", "stage", "kind", "in", "out", "delivered", "dead-lettered", "final state")
+	fmt.Fprintf(w, "  %-7s %-9s %10s %10s %10s %14s %9s  %s\n", "stage", "kind", "in", "out", "delivered", "dead-lettered", "restarts", "final state")
 	for _, x := range st.Stages {
 		in, out := group(x.Counts.In), group(x.Counts.Out)
 		switch x.Kind {
@@ -130,21 +138,32 @@ func summarize(w io.Writer, s summary) {
 		case "sink":
 			out = "-"
 		}
-		fmt.Fprintf(w, "  %-7s %-9s %10s %10s %10s %14s  %s\n", x.Name, x.Kind, in, out,
-			group(x.Counts.Delivered), group(x.Counts.DeadLettered), x.State.Kind)
+		fmt.Fprintf(w, "  %-7s %-9s %10s %10s %10s %14s %9d  %s\n", x.Name, x.Kind, in, out,
+			group(x.Counts.Delivered), group(x.Counts.DeadLettered), x.Restarts, x.State.Kind)
 	}
 	fmt.Fprintln(w, "  (out includes the error items a transform passes on; dead letters count at the stage where the item failed)")
+	if p := s.policy; p != nil {
+		limit := fmt.Sprintf("at most %d restarts per %s", p.MaxRestarts, p.Period)
+		if p.MaxRestarts < 0 {
+			limit = "no restart limit"
+		}
+		fmt.Fprintf(w, "  restart policy of write: %s, backoff %s doubling to %s (%.0f%% jitter), reset after %s without failure\n",
+			limit, p.BackoffInitial, p.BackoffMax, 100*p.Jitter, p.HealthyAfter)
+	}
 	fmt.Fprintln(w, "\nstate timelines (time since start):")
 	for _, x := range st.Stages {
-		var steps []string
-		for _, step := range x.Timeline {
-			if step.State.Kind == stage.Created {
-				steps = append(steps, "Created")
-				continue
+		lives := incarnations(x.Timeline)
+		for i, life := range lives {
+			switch {
+			case i == 0:
+				fmt.Fprintf(w, "  %-7s %s\n", x.Name, s.steps(life))
+			case len(lives) > 5 && i == 2:
+				fmt.Fprintf(w, "  %-7s ↻ … %d more restarts …\n", "", len(lives)-4)
+			case len(lives) > 5 && i > 2 && i < len(lives)-2:
+			default:
+				fmt.Fprintf(w, "  %-7s ↻ %d: %s\n", "", i, s.steps(life))
 			}
-			steps = append(steps, fmt.Sprintf("%s %s", step.State.Kind, since(step.At.Sub(s.start))))
 		}
-		fmt.Fprintf(w, "  %-7s %s\n", x.Name, strings.Join(steps, " → "))
 		if x.State.Kind == stage.Failed {
 			fmt.Fprintf(w, "  %-7s failed: %v\n", "", x.State.Reason)
 		}
@@ -172,6 +191,33 @@ func summarize(w io.Writer, s summary) {
 	if s.err != nil {
 		fmt.Fprintf(w, "\npipeline error: %v\n", s.err)
 	}
+}
+
+// incarnations splits a timeline at each restart (each Created after the
+// first).
+func incarnations(timeline []stage.Step) [][]stage.Step {
+	var lives [][]stage.Step
+	for i, step := range timeline {
+		if i == 0 || step.State.Kind == stage.Created {
+			lives = append(lives, nil)
+		}
+		lives[len(lives)-1] = append(lives[len(lives)-1], step)
+	}
+	return lives
+}
+
+// steps formats the states of one incarnation with their times; the
+// pipeline's first Created has none (it was built before the start).
+func (s summary) steps(life []stage.Step) string {
+	parts := make([]string, len(life))
+	for i, step := range life {
+		if step.At.Before(s.start) {
+			parts[i] = step.State.Kind.String()
+			continue
+		}
+		parts[i] = fmt.Sprintf("%s %s", step.State.Kind, since(step.At.Sub(s.start)))
+	}
+	return strings.Join(parts, " → ")
 }
 
 // since formats a duration since the start compactly.
