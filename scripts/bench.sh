@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# bench.sh — run every benchmark of the module and the scale command, and
-# write BENCHMARKS.md.
+# bench.sh — run every benchmark of the repository and the scale command,
+# and write BENCHMARKS.md.
 #
 #   scripts/bench.sh                         # defaults: COUNT=6 BENCHTIME=500ms
 #   COUNT=10 BENCHTIME=1s scripts/bench.sh   # more runs, longer each
 #   OUT=/tmp/B.md scripts/bench.sh           # write the report elsewhere
 #
-# Steps: go test -bench over ./... with -count and -benchtime; a benchstat
-# summary (benchstat is installed, pinned, if it is not on PATH or in
-# $(go env GOPATH)/bin); go run ./cmd/stagescale -json (10,000 idle stages
-# per scenario, 100,000 concurrent Runs); then scripts/benchreport turns it
-# all into BENCHMARKS.md: the machine, every figure with its ratio to a
-# same-run baseline, allocations, every target of the issues met or missed,
-# and how to reproduce. About 5 minutes on 2 cores with the defaults. Not
-# run by CI. The raw outputs stay in a temporary directory, printed at the
-# end.
+# Steps: go test -bench over ./... of every Go module, with -count and
+# -benchtime; a benchstat summary (benchstat is installed, pinned, when it
+# is neither on PATH nor in $(go env GOPATH)/bin); go run ./cmd/stagescale
+# -json (10,000 idle stages per scenario, 100,000 concurrent Runs); then
+# scripts/benchreport turns it all into BENCHMARKS.md: the machine, every
+# figure with its ratio to a same-run baseline, allocations, every target
+# of the issues met or missed, and how to reproduce. About 5 minutes on 2
+# cores with the defaults. Not run by CI. The raw outputs stay in a
+# temporary directory, printed at the end.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -55,8 +55,13 @@ if ! git diff --quiet HEAD -- . ":(exclude)$OUT" 2>/dev/null; then
 	commit="$commit with uncommitted changes"
 fi
 
-echo "== go test -bench . -count $COUNT -benchtime $BENCHTIME ./..." >&2
-go test -run '^$' -bench . -benchmem -count "$COUNT" -benchtime "$BENCHTIME" ./... | tee "$work/bench.txt" >&2
+# Every Go module of the repository (as .ci/run), each with ./...
+modules=$(find . -name go.mod -not -path './.git/*' -exec dirname {} \; | sort)
+: > "$work/bench.txt"
+for m in $modules; do
+	echo "== $m: go test -bench . -count $COUNT -benchtime $BENCHTIME ./..." >&2
+	(cd "$m" && go test -run '^$' -bench . -benchmem -count "$COUNT" -benchtime "$BENCHTIME" ./...) | tee -a "$work/bench.txt" >&2
+done
 
 echo "== benchstat" >&2
 (cd "$work" && "$benchstat" bench.txt > benchstat.txt)
