@@ -6,13 +6,13 @@
 #   COUNT=10 BENCHTIME=1s scripts/bench.sh   # more runs, longer each
 #   OUT=/tmp/B.md scripts/bench.sh           # write the report elsewhere
 #
-# Steps: go test -bench over ./... of every Go module, with -count and
-# -benchtime; a benchstat summary (benchstat is installed, pinned, when it
+# Steps: go test -bench over ./... of every Go module, COUNT rounds of
+# -benchtime each; a benchstat summary (benchstat is installed, pinned, when it
 # is neither on PATH nor in $(go env GOPATH)/bin); go run ./cmd/stagescale
 # -json (10,000 idle stages per scenario, 100,000 concurrent Runs); then
 # scripts/benchreport turns it all into BENCHMARKS.md: the machine, every
 # figure with its ratio to a same-run baseline, allocations, every target
-# of the issues met or missed, and how to reproduce. About 5 minutes on 2
+# of the issues met or missed, and how to reproduce. About 3 minutes on 2
 # cores with the defaults. Not run by CI. The raw outputs stay in a
 # temporary directory, printed at the end.
 set -euo pipefail
@@ -55,13 +55,22 @@ if ! git diff --quiet HEAD -- . ":(exclude)$OUT" 2>/dev/null; then
 	commit="$commit with uncommitted changes"
 fi
 
-# Every Go module of the repository (as .ci/run), each with ./...
+# Every Go module of the repository (as .ci/run checks them), each with
+# ./... . The runs go in rounds — every benchmark once per round, COUNT
+# rounds — rather than -count COUNT, which runs each benchmark COUNT times
+# in a row: a benchmark and its baseline are then measured minutes apart on
+# a machine whose load drifts, while within a round they run seconds apart,
+# and the report takes the median of the per-round ratios.
 modules=$(find . -name go.mod -not -path './.git/*' -exec dirname {} \; | sort)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 : > "$work/bench.txt"
-for m in $modules; do
-	echo "== $m: go test -bench . -count $COUNT -benchtime $BENCHTIME ./..." >&2
-	(cd "$m" && go test -run '^$' -bench . -benchmem -count "$COUNT" -benchtime "$BENCHTIME" ./...) | tee -a "$work/bench.txt" >&2
+for round in $(seq 1 "$COUNT"); do
+	for m in $modules; do
+		echo "== round $round/$COUNT, $m: go test -bench . -benchtime $BENCHTIME ./..." >&2
+		(cd "$m" && go test -run '^$' -bench . -benchmem -count 1 -benchtime "$BENCHTIME" ./...) | tee -a "$work/bench.txt" >&2
+	done
 done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 
 echo "== benchstat" >&2
 (cd "$work" && "$benchstat" bench.txt > benchstat.txt)
@@ -73,7 +82,7 @@ elapsed=$(( $(date +%s) - start ))
 go run ./scripts/benchreport \
 	-raw "$work/bench.txt" -benchstat "$work/benchstat.txt" -scale "$work/scale.json" \
 	-machine "$machine" -go "$goversion" -date "$date" -commit "$commit" \
-	-count "$COUNT" -benchtime "$BENCHTIME" -elapsed "$((elapsed / 60))m$((elapsed % 60))s" > "$OUT.tmp"
+	-count "$COUNT" -benchtime "$BENCHTIME" -load "$load_before → $load_after" -elapsed "$((elapsed / 60))m$((elapsed % 60))s" > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 
 echo "wrote $OUT in $((elapsed / 60))m$((elapsed % 60))s; raw outputs in $work" >&2

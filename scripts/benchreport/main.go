@@ -28,7 +28,7 @@ import (
 const module = "github.com/stagefsm/stagefsm"
 
 type meta struct {
-	machine, goVersion, date, commit, count, benchtime, elapsed string
+	machine, goVersion, date, commit, count, benchtime, load, elapsed string
 }
 
 func main() {
@@ -40,8 +40,9 @@ func main() {
 	flag.StringVar(&m.goVersion, "go", "", "Go version")
 	flag.StringVar(&m.date, "date", "", "date of the run")
 	flag.StringVar(&m.commit, "commit", "", "commit measured")
-	flag.StringVar(&m.count, "count", "", "go test -count used")
+	flag.StringVar(&m.count, "count", "", "how many rounds of every benchmark ran")
 	flag.StringVar(&m.benchtime, "benchtime", "", "go test -benchtime used")
+	flag.StringVar(&m.load, "load", "", "the machine's load average before and after the benchmarks")
 	flag.StringVar(&m.elapsed, "elapsed", "", "how long the whole run took")
 	flag.Parse()
 	if *rawPath == "" {
@@ -94,13 +95,14 @@ func write(w io.Writer, m meta, res *results, sc *scale, stat []byte) {
 	if machine == "" {
 		machine = res.cpu
 	}
-	p("**Machine:** %s · %s · %s · commit `%s` · `-count %s -benchtime %s` · whole run %s.",
-		machine, m.goVersion, m.date, m.commit, m.count, m.benchtime, m.elapsed)
+	p("**Machine:** %s · %s · %s · commit `%s` · %s rounds of every benchmark, `-benchtime %s` each · load average %s · whole run %s.",
+		machine, m.goVersion, m.date, m.commit, m.count, m.benchtime, orDefault(m.load, "unknown"), m.elapsed)
 	p("")
-	p("Every figure is the median of the runs; every ratio compares two benchmarks of the same run")
-	p("(the same binary, minutes apart on the same machine) — or, for the rows marked interleaved, two")
-	p("loops alternating inside one benchmark, which holds up best on a shared machine. The machine")
-	p("above is shared and noisy: compare ratios, not absolute times, and expect ±10–20%% between runs.")
+	p("Every benchmark ran once per round, so a benchmark and its baseline were measured seconds")
+	p("apart. A figure is the median over the rounds; a *ratio* is the median of the per-round ratios")
+	p("to a baseline of the same run, or, for the rows marked *interleaved*, of two loops alternating")
+	p("inside one benchmark. The machine is shared with other work (see the load average): compare")
+	p("ratios, not absolute times, and expect ratios to move by ±10–20%% between runs.")
 	p("")
 
 	p("## Targets")
@@ -121,11 +123,11 @@ func write(w io.Writer, m meta, res *results, sc *scale, stat []byte) {
 	p("## How to reproduce")
 	p("")
 	p("```sh")
-	p("scripts/bench.sh                       # everything below, then rewrites BENCHMARKS.md (≈ 5 minutes on 2 cores)")
-	p("COUNT=10 BENCHTIME=1s scripts/bench.sh # more runs, longer each")
+	p("scripts/bench.sh                       # everything below, then rewrites BENCHMARKS.md (≈ 3 minutes on 2 cores)")
+	p("COUNT=10 BENCHTIME=1s scripts/bench.sh # more rounds, longer each")
 	p("")
 	p("# or by hand:")
-	p("go test -run '^$' -bench . -count %s -benchtime %s ./... > bench.txt", orDefault(m.count, "6"), orDefault(m.benchtime, "500ms"))
+	p("for i in $(seq %s); do go test -run '^$' -bench . -benchmem -count 1 -benchtime %s ./...; done > bench.txt", orDefault(m.count, "6"), orDefault(m.benchtime, "500ms"))
 	p("benchstat bench.txt                    # go install golang.org/x/perf/cmd/benchstat@%s", benchstatVersion)
 	p("go run ./cmd/stagescale                # idle stages and concurrent Runs; -h for the flags")
 	p("go run ./cmd/stagescale -memprofile /tmp/idle && go tool pprof -sample_index=inuse_space -top /tmp/idle.pipeline.pprof")
@@ -204,8 +206,8 @@ func writeScale(p func(string, ...any), sc *scale) {
 func writeBenchmarks(p func(string, ...any), res *results) {
 	p("## Every benchmark")
 	p("")
-	p("Median (and range) over the runs; *ratio* is the median against the *baseline* named, from")
-	p("the same run. Allocations are per op (per iteration of the measured loop).")
+	p("Median (and range) over the rounds; *ratio* is the median of the per-round ratios to the")
+	p("*baseline* named. Allocations are per op (per iteration of the measured loop).")
 	pkg := "none"
 	for _, b := range res.sorted() {
 		if b.pkg != pkg {
@@ -260,15 +262,12 @@ var baselines = map[string]baseline{
 }
 
 func ratioAcross(res *results, b *bench, unit string, bl baseline) (float64, bool) {
-	other := res.get(b.pkg, bl.name)
 	u := bl.unit
 	if u == "" {
 		u = unit
 	}
-	if !other.has(u) || other.median(u) == 0 {
-		return 0, false
-	}
-	return b.median(unit) / other.median(u), true
+	q, _, _, ok := pairedRatio(b, res.get(b.pkg, bl.name), unit, u)
+	return q, ok
 }
 
 // primaryUnit is the unit that says what a benchmark measures: a per-item,

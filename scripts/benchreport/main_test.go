@@ -54,6 +54,31 @@ func TestParse(t *testing.T) {
 	assert.InDelta(t, 1.75, q, 1e-9)
 }
 
+// TestPairedRatio: with one sample per round on both sides the ratio is
+// the median of the per-round ratios, which a drift of the machine's speed
+// between rounds does not move; with unequal counts, the ratio of medians.
+func TestPairedRatio(t *testing.T) {
+	x := &bench{samples: map[string][]float64{"ns/op": {20, 40, 60}}} // the machine slows down
+	y := &bench{samples: map[string][]float64{"ns/op": {10, 20, 30}}}
+	q, lo, hi, ok := pairedRatio(x, y, "ns/op", "ns/op")
+	require.True(t, ok)
+	assert.InDelta(t, 2, q, 1e-9)
+	assert.InDelta(t, 2, lo, 1e-9)
+	assert.InDelta(t, 2, hi, 1e-9)
+
+	y.samples["ns/op"] = []float64{10, 30}
+	q, lo, hi, ok = pairedRatio(x, y, "ns/op", "ns/op")
+	require.True(t, ok)
+	assert.InDelta(t, 2, q, 1e-9, "40 / 20")
+	assert.Equal(t, q, lo)
+	assert.Equal(t, q, hi)
+
+	_, _, _, ok = pairedRatio(x, nil, "ns/op", "ns/op")
+	assert.False(t, ok)
+	_, _, _, ok = pairedRatio(x, y, "ns/op", "B/op")
+	assert.False(t, ok)
+}
+
 func TestParseRejectsABadValue(t *testing.T) {
 	_, err := parse(strings.NewReader("BenchmarkX-2  10  abc ns/op\n"), module)
 	assert.Error(t, err)
@@ -103,7 +128,7 @@ func TestRunWritesTheReport(t *testing.T) {
 	md := out.String()
 	for _, want := range []string{
 		"**Machine:** Test CPU, 2 cores · go1.26",
-		"| #2 | `Run`: a Transition iteration ≤ 1.5× the hand-rolled loop | 1.75× (RunTransition / HandRolledTransition: 35 / 20 ns/op) | **missed** |",
+		"| #2 | `Run`: a Transition iteration ≤ 1.5× the hand-rolled loop | 1.75× (RunTransition / HandRolledTransition, per-round range 1.75–1.75; medians 35 / 20 ns/op) | **missed** |",
 		"| RunTransition | 35 ns/op | 30–40 | HandRolledTransition | 1.75× | 0 | 0 |  |",
 		"| stage.Pipeline stage | 10,000 |",
 		"stage.Pipeline stage: 5,000 B (stack 4,096 + heap 904)",

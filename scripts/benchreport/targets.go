@@ -28,14 +28,40 @@ func absent(names ...string) (string, string) {
 	return "benchmark absent: " + strings.Join(names, ", "), notMeasured
 }
 
-// ratioOf returns the ratio of the medians of a and b in unit, and whether
-// both ran.
+// ratioOf returns the ratio of a to b in unit (see pairedRatio), and
+// whether both ran.
 func ratioOf(r *results, pkg, a, b, unit string) (float64, bool) {
-	x, y := r.get(pkg, a), r.get(pkg, b)
-	if !x.has(unit) || !y.has(unit) || y.median(unit) == 0 {
-		return 0, false
+	q, _, _, ok := pairedRatio(r.get(pkg, a), r.get(pkg, b), unit, unit)
+	return q, ok
+}
+
+// pairedRatio returns the ratio of x in unit ux to y in unit uy, with its
+// range: when both have one sample per round (as scripts/bench.sh runs
+// them), the median of the per-round ratios, each from two runs seconds
+// apart; otherwise the ratio of the medians (lo and hi are then the
+// same). ok is false when either did not run.
+func pairedRatio(x, y *bench, ux, uy string) (q, lo, hi float64, ok bool) {
+	if !x.has(ux) || !y.has(uy) {
+		return 0, 0, 0, false
 	}
-	return x.median(unit) / y.median(unit), true
+	xs, ys := x.samples[ux], y.samples[uy]
+	if len(xs) != len(ys) || len(xs) < 2 {
+		if m := median(ys); m != 0 {
+			q = median(xs) / m
+			return q, q, q, true
+		}
+		return 0, 0, 0, false
+	}
+	rs := make([]float64, 0, len(xs))
+	for i := range xs {
+		if ys[i] != 0 {
+			rs = append(rs, xs[i]/ys[i])
+		}
+	}
+	if len(rs) == 0 {
+		return 0, 0, 0, false
+	}
+	return median(rs), slices.Min(rs), slices.Max(rs), true
 }
 
 // maxAllocs returns the largest allocs/op of any sample of the named
@@ -62,12 +88,13 @@ func atMost(v, limit float64) string {
 // ratioTarget is a target "a ≤ limit × b" in unit.
 func ratioTarget(pkg, a, b, unit string, limit float64) func(*results, *scale) (string, string) {
 	return func(r *results, _ *scale) (string, string) {
-		q, ok := ratioOf(r, pkg, a, b, unit)
+		x, y := r.get(pkg, a), r.get(pkg, b)
+		q, lo, hi, ok := pairedRatio(x, y, unit, unit)
 		if !ok {
 			return absent(a, b)
 		}
-		return fmt.Sprintf("%s× (%s / %s: %s / %s %s)", num(q), a, b,
-			num(r.get(pkg, a).median(unit)), num(r.get(pkg, b).median(unit)), unit), atMost(q, limit)
+		return fmt.Sprintf("%s× (%s / %s, per-round range %s–%s; medians %s / %s %s)", num(q), a, b,
+			num(lo), num(hi), num(x.median(unit)), num(y.median(unit)), unit), atMost(q, limit)
 	}
 }
 
@@ -111,7 +138,7 @@ var targets = []target{
 			}
 			q := il.median("adapter/bare")
 			lo, hi := il.spread("adapter/bare")
-			fig := fmt.Sprintf("%s× (interleaved batches, median of %d runs, range %s–%s)", num(q), len(il.samples["adapter/bare"]), num(lo), num(hi))
+			fig := fmt.Sprintf("%s× (interleaved batches, median of %d rounds, range %s–%s)", num(q), len(il.samples["adapter/bare"]), num(lo), num(hi))
 			if seqOK {
 				fig += fmt.Sprintf("; %s× from the separate adapter and bare-Event rows", num(seq))
 			}
@@ -142,7 +169,7 @@ var targets = []target{
 			}
 			q := pi.median("ratio")
 			lo, hi := pi.spread("ratio")
-			fig := fmt.Sprintf("%s× (interleaved, median of %d runs, range %s–%s: %s vs %s ns/item)", num(q), len(pi.samples["ratio"]),
+			fig := fmt.Sprintf("%s× (interleaved, median of %d rounds, range %s–%s: %s vs %s ns/item)", num(q), len(pi.samples["ratio"]),
 				num(lo), num(hi), num(pi.median("pipeline-ns/item")), num(pi.median("bare-ns/item")))
 			switch {
 			case q <= 1:
