@@ -2,8 +2,8 @@
 # bench.sh — run every benchmark of the repository and the scale command,
 # and write BENCHMARKS.md.
 #
-#   scripts/bench.sh                         # defaults: COUNT=6 BENCHTIME=500ms
-#   COUNT=10 BENCHTIME=1s scripts/bench.sh   # more runs, longer each
+#   scripts/bench.sh                         # defaults: COUNT=10 BENCHTIME=300ms
+#   COUNT=20 BENCHTIME=1s scripts/bench.sh   # more rounds, longer each
 #   OUT=/tmp/B.md scripts/bench.sh           # write the report elsewhere
 #
 # Steps: go test -bench over ./... of every Go module, COUNT rounds of
@@ -19,8 +19,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-COUNT="${COUNT:-6}"
-BENCHTIME="${BENCHTIME:-500ms}"
+COUNT="${COUNT:-10}"
+BENCHTIME="${BENCHTIME:-300ms}"
 OUT="${OUT:-BENCHMARKS.md}"
 # Keep in step with benchstatVersion in scripts/benchreport/main.go.
 BENCHSTAT_VERSION=v0.0.0-20260908200009-22c9c6c9d4da

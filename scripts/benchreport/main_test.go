@@ -149,3 +149,10 @@ func TestNum(t *testing.T) {
 		assert.Equal(t, want, num(v), "%v", v)
 	}
 }
+
+func TestRatioVerdict(t *testing.T) {
+	assert.Equal(t, met, ratioVerdict(1.1, 1.0, 1.2, 1.25))
+	assert.Equal(t, met+" (borderline: some rounds above the limit)", ratioVerdict(1.2, 1.1, 1.4, 1.25))
+	assert.Equal(t, missed+" (borderline: some rounds within the limit)", ratioVerdict(1.6, 1.4, 2.5, 1.5))
+	assert.Equal(t, missed, ratioVerdict(1.6, 1.55, 2.5, 1.5))
+}
