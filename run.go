@@ -336,8 +336,15 @@ const (
 	sourceClosure                     // the closed control queue's event
 )
 
+var eventSourceNames = [...]string{"no", "transition", "state timeout", "control", "control closure"}
+
+// String names the source in error messages, or "eventSource(n)" for an
+// unknown value.
 func (s eventSource) String() string {
-	return [...]string{"no", "transition", "state timeout", "control", "control closure"}[s]
+	if int(s) < len(eventSourceNames) {
+		return eventSourceNames[s]
+	}
+	return fmt.Sprintf("eventSource(%d)", uint8(s))
 }
 
 func (l *loop[S, E, C, A]) logTransition(from S, event E, actions int) {
