@@ -308,6 +308,10 @@ func supervise[S, E, C any, A Action[C]](ctx context.Context, h HandlerSupervise
 	if h == nil || (o.observer != nil && !ok) {
 		return run(ctx, h, initial, c, o, st) // reports the misuse; nothing to restart
 	}
+	name, log, err := describe(h, o.logger, o.recoverPanics)
+	if err != nil {
+		return fmt.Errorf(errDescribe, err)
+	}
 	seed := cfg.policy.Seed
 	if seed == 0 {
 		seed = rand.Uint64()
@@ -320,13 +324,9 @@ func supervise[S, E, C any, A Action[C]](ctx context.Context, h HandlerSupervise
 		opts:       *o,
 		user:       user,
 		st:         st,
-		name:       h.Name(),
-		log:        o.logger,
+		name:       name,
+		log:        log,
 		rng:        rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-	}
-	if r.log.Core().Enabled(zapcore.WarnLevel) {
-		r.log = r.log.With(zap.String("supervisor", r.name), zap.String("stage_id", string(h.StageID())),
-			zap.String("writer_id", string(h.WriterID())))
 	}
 	r.opts.observer = r.recorder()
 	return r.loop(ctx, c)

@@ -132,7 +132,7 @@ type loop[S, E, C any, A Action[C]] struct {
 
 func (l *loop[S, E, C, A]) start(initial S) error {
 	if err := l.describe(); err != nil {
-		return fmt.Errorf("stagefsm: supervisor Name, StageID or WriterID: %w", err)
+		return fmt.Errorf(errDescribe, err)
 	}
 	l.debug = l.log.Core().Enabled(zapcore.DebugLevel)
 
@@ -154,6 +154,10 @@ func (l *loop[S, E, C, A]) start(initial S) error {
 	}
 	return nil
 }
+
+// errDescribe is the format of the error for a panic in Name, StageID or
+// WriterID.
+const errDescribe = "stagefsm: supervisor Name, StageID or WriterID: %w"
 
 func (l *loop[S, E, C, A]) stop() {
 	if l.timeoutCancel != nil {
@@ -560,18 +564,29 @@ func (l *loop[S, E, C, A]) canceled(ctx context.Context, userErr error) error {
 
 // describe reads the supervisor's name and, for an enabled logger, its ids.
 func (l *loop[S, E, C, A]) describe() (err error) {
-	if l.opts.recoverPanics {
+	l.name, l.log, err = describe(l.h, l.log, l.opts.recoverPanics)
+	return err
+}
+
+// describe returns h's name, and log with h's name, stage id and writer id
+// added to every line (log itself when it is disabled, which saves the
+// calls). A panic in Name, StageID or WriterID becomes a *PanicError
+// returned as err, with log unchanged, when recoverPanics is set. Run and
+// the restarter of Start share it so that both identify a stage alike.
+func describe[S, E, C any, A Action[C]](h HandlerSupervised[S, E, C, A], log *zap.Logger, recoverPanics bool) (name string, withIDs *zap.Logger, err error) {
+	withIDs = log
+	if recoverPanics {
 		defer recoverTo(&err)
 	}
-	l.name = l.h.Name()
-	if l.log.Core().Enabled(zapcore.ErrorLevel) {
-		l.log = l.log.With(
-			zap.String("supervisor", l.name),
-			zap.String("stage_id", string(l.h.StageID())),
-			zap.String("writer_id", string(l.h.WriterID())),
+	name = h.Name()
+	if log.Core().Enabled(zapcore.ErrorLevel) {
+		withIDs = log.With(
+			zap.String("supervisor", name),
+			zap.String("stage_id", string(h.StageID())),
+			zap.String("writer_id", string(h.WriterID())),
 		)
 	}
-	return nil
+	return name, withIDs, nil
 }
 
 func (l *loop[S, E, C, A]) build(initial S) (m Machine[S, E, C, A], err error) {
