@@ -16,7 +16,8 @@ const (
 	defaultControlCap  = 16
 )
 
-// An Option configures [Run].
+// An Option configures [Run] and [Start]. Options apply in order, so a later
+// option overrides an earlier one of the same kind; a nil Option is ignored.
 type Option interface {
 	apply(*options)
 }
@@ -103,7 +104,7 @@ func WithMaxConsecutiveFailures(n int) Option {
 }
 
 // WithRecoverPanics says whether [Run] recovers panics in user code and turns
-// them into [*PanicError]s. Turn it off to let a panic crash the program with
+// each into a [*PanicError]. Turn it off to let a panic crash the program with
 // its original stack, for debugging.
 //
 // Default: true.

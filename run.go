@@ -31,8 +31,9 @@ import (
 //   - nil, after [Terminate], when the completion event was written;
 //   - an error wrapping the completion writer's error;
 //   - an error wrapping the machine's error when it rejects a normal event
-//     (a bug in the FSM definition: no failure is routed, no completion
-//     written);
+//     (a dispatch's [Transition], a state timeout's event or, under
+//     [Start], a control event): a bug in the FSM definition, so no failure
+//     is routed and no completion is written;
 //   - an error wrapping both the original failure and the machine's error
 //     when the machine rejects a failure event;
 //   - an error wrapping a failure action's error (a double fault, not routed
@@ -41,13 +42,17 @@ import (
 //     routed a failure (see [WithMaxConsecutiveFailures]);
 //   - an error for which errors.Is(err, ctx.Err()) holds, and which also
 //     wraps context.Cause(ctx), when ctx is done: at the top of an iteration,
-//     during an idle wait, or when user code returns an error while ctx is
-//     done; no failure is routed and no completion is written;
+//     during an idle wait or a wait for a control event, or when user code
+//     returns an error while ctx is done; no failure is routed and no
+//     completion is written;
 //   - an error wrapping a [*PanicError] for a panic that cannot be routed (in
-//     Handle, State, a failure action, Name, StageID, WriterID,
-//     BuildStateMachine, EventForActionError or WriteCompletionEvent);
+//     Handle, State, a [Timed] machine's Timeout, a failure action, Name,
+//     StageID, WriterID, BuildStateMachine, EventForActionError or
+//     WriteCompletionEvent);
 //   - an error wrapping the error of BuildStateMachine, or an error when h is
-//     nil or builds a nil machine.
+//     nil or builds a nil machine;
+//   - an error, before anything runs, when given [WithRestart], which
+//     applies to Start only.
 //
 // With an [Observer] or under [Start], Run also returns:
 //   - an error wrapping a [*PanicError] for a panic in an Observer callback
@@ -55,7 +60,9 @@ import (
 //   - an error, before anything runs, when [WithObserver] was given other
 //     state and event types than h's;
 //   - under Start, an error wrapping [ErrControlClosed] when a state that
-//     blocks for control events can never get one (see [ControlBlock]).
+//     blocks for control events can never get one (see [ControlBlock]);
+//   - under Start, an error when [Controlled]'s ControlMode returns a value
+//     that is not a [ControlMode] constant.
 //
 // Run calls every method of h, of the machine and of the actions from the
 // calling goroutine, one at a time. Calls to Run with different supervisors
