@@ -397,10 +397,6 @@ func (l *loop[S, E, C, A]) route(ctx context.Context, cause error) (bool, error)
 		return true, fmt.Errorf("stagefsm: %s: EventForActionError in state %s: %w (routing: %w)",
 			l.name, stateName[S]{from}, err, cause)
 	}
-	if ce := l.log.Check(zapcore.WarnLevel, "routing failure through the FSM"); ce != nil {
-		ce.Write(zap.Stringer("state", stateName[S]{from}), zap.Stringer("event", stateName[E]{event}), zap.Error(cause))
-	}
-
 	actions, err := l.handle(ctx, event)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -408,6 +404,11 @@ func (l *loop[S, E, C, A]) route(ctx context.Context, cause error) (bool, error)
 		}
 		return true, fmt.Errorf("stagefsm: %s: no failure transition in state %s for event %v: %w (routing: %w)",
 			l.name, stateName[S]{from}, event, err, cause)
+	}
+	// Logged once the machine took it: a failure it rejects is returned
+	// instead, and an error is logged or returned, not both.
+	if ce := l.log.Check(zapcore.WarnLevel, "routing failure through the FSM"); ce != nil {
+		ce.Write(zap.Stringer("state", stateName[S]{from}), zap.Stringer("event", stateName[E]{event}), zap.Error(cause))
 	}
 	if l.obs != nil {
 		if err := l.onFailure(from, event, cause); err != nil {
