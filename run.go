@@ -138,9 +138,11 @@ type loop[S, E, C any, A Action[C]] struct {
 }
 
 func (l *loop[S, E, C, A]) start(initial S) error {
-	if err := l.describe(); err != nil {
+	name, log, err := describe(l.h, l.log, l.opts.recoverPanics)
+	if err != nil {
 		return fmt.Errorf(errDescribe, err)
 	}
+	l.name, l.log = name, log
 	l.debug = l.log.Core().Enabled(zapcore.DebugLevel)
 
 	m, err := l.build(initial)
@@ -569,12 +571,6 @@ func (l *loop[S, E, C, A]) canceled(ctx context.Context, userErr error) error {
 // decides whether it is routed or ends Run. The calls of the hot path —
 // dispatch, Handle, State, an action's Execute — only record their site; the
 // boundary is iterate's (see recoverPanic), or start's for the first State.
-
-// describe reads the supervisor's name and, for an enabled logger, its ids.
-func (l *loop[S, E, C, A]) describe() (err error) {
-	l.name, l.log, err = describe(l.h, l.log, l.opts.recoverPanics)
-	return err
-}
 
 // describe returns h's name, and log with h's name, stage id and writer id
 // added to every line (log itself when it is disabled, which saves the
