@@ -16,7 +16,8 @@ const (
 	defaultControlCap  = 16
 )
 
-// An Option configures [Run].
+// An Option configures [Run] and [Start]. Options apply in order, so a later
+// option overrides an earlier one of the same kind; a nil Option is ignored.
 type Option interface {
 	apply(*options)
 }
@@ -103,7 +104,7 @@ func WithMaxConsecutiveFailures(n int) Option {
 }
 
 // WithRecoverPanics says whether [Run] recovers panics in user code and turns
-// them into [*PanicError]s. Turn it off to let a panic crash the program with
+// each into a [*PanicError]. Turn it off to let a panic crash the program with
 // its original stack, for debugging.
 //
 // Default: true.
@@ -172,7 +173,8 @@ func WithObserver[S, E any](obs Observer[S, E]) Option {
 //     was called: a cancellation is never restarted; when it interrupts a
 //     backoff, the error also wraps the failure;
 //   - an error wrapping a [*PanicError] for a panic in [Failable]'s
-//     FailedState or in a restart callback of the [Observer];
+//     FailedState, in a restart callback of the [Observer], or in the
+//     supervisor's Name, StageID or WriterID;
 //   - at once, without running anything, an error for a nil newContext, a
 //     newContext whose type does not match the stage's context, or a
 //     policy with a negative duration or a Jitter outside [0, 1]; and Run's
