@@ -13,6 +13,11 @@ const (
 	defaultIdleInitial = time.Millisecond
 	defaultIdleMax     = 10 * time.Millisecond
 	defaultMaxFailures = 100
+
+	// maxBuffer caps the buffers a caller sizes (the control queue, a
+	// Changes stream): they are allocated up front, and an absurd size
+	// must not crash the program.
+	maxBuffer = 1 << 16
 	defaultControlCap  = 16
 )
 
@@ -114,8 +119,10 @@ func WithRecoverPanics(enabled bool) Option {
 
 // WithControlCapacity sets how many control events the queue of a [Stage]
 // holds before [Stage.Send] waits and [Stage.TrySend] returns
-// [ErrControlFull]; events are never dropped. n < 1 falls back to the
-// default. [Run] without [Start] has no control queue and ignores it.
+// [ErrControlFull]; events are never dropped. The queue is allocated when
+// the stage starts, so n < 1 falls back to the default and n above 65,536
+// is capped there (a control queue is for a handful of lifecycle events,
+// not for data). [Run] without [Start] has no control queue and ignores it.
 //
 // Default: 16.
 func WithControlCapacity(n int) Option {
@@ -123,6 +130,7 @@ func WithControlCapacity(n int) Option {
 		if n < 1 {
 			n = defaultControlCap
 		}
+		n = min(n, maxBuffer)
 		o.controlCap = n
 	})
 }

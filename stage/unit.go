@@ -22,7 +22,17 @@ const (
 	kindSink
 )
 
-func (k kind) String() string { return [...]string{"source", "transform", "sink"}[k] }
+func (k kind) String() string {
+	switch k {
+	case kindSource:
+		return "source"
+	case kindTransform:
+		return "transform"
+	case kindSink:
+		return "sink"
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
 
 // core is the typed half of a stage: what differs between sources,
 // transforms and sinks and between item types. Every method but sweep is
