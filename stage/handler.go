@@ -77,8 +77,9 @@ type Drainer[O any] interface {
 // fails the stage.
 //
 // Every handler may also implement [io.Closer]: its stage calls Close exactly
-// once when the stage ends, drained or failed, if the stage was initialized.
-// A Close error or panic fails a stage that had drained.
+// once when the stage ends, drained, failed or aborted (see
+// [Pipeline.Abort]), if the stage was initialized. A Close error or panic
+// fails a stage that had drained.
 type Flusher interface {
 	Flush(ctx context.Context) error
 }

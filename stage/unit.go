@@ -150,14 +150,7 @@ func (a action) Execute(ctx context.Context, u *unit) error {
 		u.core.closeOutput()
 		return nil
 	case actCleanup:
-		if !u.opened || u.closed {
-			return nil
-		}
-		u.closed = true
-		if c, ok := u.core.handler().(io.Closer); ok {
-			return c.Close()
-		}
-		return nil
+		return u.closeHandler()
 	case actSendFailure:
 		u.core.closeOutput()
 		u.p.stageFailed(u)
@@ -165,6 +158,21 @@ func (a action) Execute(ctx context.Context, u *unit) error {
 	default:
 		return fmt.Errorf("stage %s: unknown action %v", u.name, a)
 	}
+}
+
+// closeHandler calls the handler's Close hook if the stage opened and has
+// not closed it yet. It is the Cleanup action, and the pipeline calls it
+// for a stage whose loop ended without Cleanup (an abort), once that loop
+// has ended.
+func (u *unit) closeHandler() error {
+	if !u.opened || u.closed {
+		return nil
+	}
+	u.closed = true
+	if c, ok := u.core.handler().(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
 }
 
 // supervisor is the [stagefsm.HandlerSupervised] of every stage. Its
