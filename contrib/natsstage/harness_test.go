@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -263,7 +264,7 @@ func output(t *testing.T, js jetstream.JetStream) (bodies map[string]int, ids ma
 	require.NoError(t, err)
 	bodies, ids = map[string]int{}, map[string]int{}
 	for read := uint64(0); read < total; {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(time.Second))
+		batch, err := cons.Fetch(int(min(500, total-read)), jetstream.FetchMaxWait(waitLimit))
 		require.NoError(t, err)
 		for m := range batch.Messages() {
 			bodies[string(m.Data())]++
@@ -288,3 +289,6 @@ func requireExactlyOnce(t *testing.T, js jetstream.JetStream, n int) {
 	}
 	require.Len(t, ids, n, "distinct message ids")
 }
+
+// errEOF ends a hand-written source.
+var errEOF = io.EOF

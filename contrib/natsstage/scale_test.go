@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stagefsm/stagefsm/contrib/natsstage"
+	"github.com/stagefsm/stagefsm/stage"
 )
 
 // testPrefetch keeps each worker's share small, so that work spreads.
@@ -74,5 +75,41 @@ func TestKilledWorkerLosesNothing(t *testing.T) {
 		redelivered += w.src.Stats().Redelivered
 	}
 	assert.NotZero(t, redelivered, "the victim's messages went to the survivors")
+	requireExactlyOnce(t, js, n)
+}
+
+func TestAbortedWorkerHandsItsMessagesBack(t *testing.T) {
+	const n, abortAt = 2000, 200
+	ns := startServer(t)
+	_, js := ns.connect(t)
+	// An AckWait longer than the test: only the messages handed back come
+	// back in time.
+	setup(t, js, jetstream.ConsumerConfig{AckWait: 2 * waitLimit})
+	reached := make(chan struct{})
+	victimWork := func(ctx context.Context, w *worker, k int64, m *natsstage.Msg, emit func(*natsstage.Msg)) error {
+		if k == abortAt {
+			close(reached)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return passOn(ctx, w, k, m, emit)
+	}
+	_, js1 := ns.connect(t)
+	victim := startWorker(t, js1, "victim", victimWork, testSource, nil)
+	publishInput(t, js, n)
+	<-reached
+	victim.p.Abort()
+	require.ErrorIs(t, victim.wait(t), stage.ErrAborted)
+	st := victim.src.Stats()
+	assert.NotZero(t, st.Released, "the victim handed messages back")
+	assert.Zero(t, st.SettleErrors)
+	assert.Empty(t, victim.dead.all(), "nothing is dead")
+	t.Logf("victim: %+v %+v", st, victim.sink.Stats())
+
+	_, js2 := ns.connect(t)
+	survivor := startWorker(t, js2, "survivor", passOn, testSource, nil)
+	waitUntil(t, "all input processed", settled(t, js, n))
+	require.NoError(t, survivor.drain(t))
+	assert.NotZero(t, survivor.src.Stats().Redelivered)
 	requireExactlyOnce(t, js, n)
 }

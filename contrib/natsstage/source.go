@@ -299,8 +299,9 @@ func (s *Source) unavailable(why string) error {
 }
 
 // Close stops the consumer's subscription, waits for the client to
-// deliver nothing more, and hands the messages received but not emitted
-// back to JetStream for immediate redelivery. Messages already emitted are
+// deliver nothing more (the messages already sent to this client
+// included), and hands the messages received but not emitted back to
+// JetStream for immediate redelivery. Messages already emitted are
 // settled by the pipeline, not here. It returns an error if the client
 // did not stop within 5 seconds. Calling Close again, or on a Source never
 // opened, does nothing.
@@ -311,7 +312,10 @@ func (s *Source) Close() error {
 	cc := s.cc
 	s.cc = nil
 	close(s.stop)
-	cc.Stop()
+	// Drain, not Stop: the messages already on their way to this client are
+	// still handed to handle, which gives them back, rather than dropped
+	// to wait for the consumer's AckWait.
+	cc.Drain()
 	t := time.NewTimer(closeTimeout)
 	defer t.Stop()
 	var err error
