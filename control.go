@@ -40,7 +40,10 @@ const (
 	// iteration, in FIFO order, and feeds it to the machine as if dispatch
 	// had returned [Transition] of it; DispatchState is not called in that
 	// iteration. With the queue empty the iteration dispatches as usual, and
-	// an [Idle] wait ends as soon as a control event arrives.
+	// an [Idle] wait ends as soon as a control event arrives. Events are
+	// taken between dispatches only: a DispatchState that blocks delays
+	// them until it returns, so a polling state should return Idle rather
+	// than block for long.
 	ControlPoll ControlMode = iota
 	// ControlBlock waits for a control event before doing anything: the
 	// state is a gate (for example Created, waiting for Initialize).

@@ -49,6 +49,14 @@ import (
 //   - an error wrapping the error of BuildStateMachine, or an error when h is
 //     nil or builds a nil machine.
 //
+// With an [Observer] or under [Start], Run also returns:
+//   - an error wrapping a [*PanicError] for a panic in an Observer callback
+//     or in a [Controlled] method;
+//   - an error, before anything runs, when [WithObserver] was given other
+//     state and event types than h's;
+//   - under Start, an error wrapping [ErrControlClosed] when a state that
+//     blocks for control events can never get one (see [ControlBlock]).
+//
 // Run calls every method of h, of the machine and of the actions from the
 // calling goroutine, one at a time. Calls to Run with different supervisors
 // may execute concurrently.

@@ -369,6 +369,8 @@ func (s *Stage[S, E]) WaitState(ctx context.Context, pred func(S) bool) (S, erro
 // final state: when the stage finishes, the channel delivers its final
 // state (if not already read) and is then closed. It is closed as well when
 // ctx is done; the subscription then ends and its resources are freed.
+// Values are states, not changes: a stage that ends without committing any
+// transition may deliver its state twice.
 func (s *Stage[S, E]) Subscribe(ctx context.Context) <-chan S {
 	sub := &stateSub[S]{ch: make(chan S, 1)}
 	s.mu.Lock()
@@ -449,7 +451,8 @@ func (s *Stage[S, E]) Wait(ctx context.Context) error {
 // queue is closed (the closure then decides), Stop only waits. If ctx is
 // done first, Stop returns ctx.Err() and the stage keeps running: call
 // [Stage.Abort] to force it. Without a stop event Stop returns
-// [ErrNoStopEvent] at once and sends nothing.
+// [ErrNoStopEvent] at once and sends nothing (and an error wrapping a
+// [*PanicError] if StopEvent panicked when Start called it).
 func (s *Stage[S, E]) Stop(ctx context.Context) error {
 	if s.stopErr != nil {
 		return s.stopErr

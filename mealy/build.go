@@ -96,10 +96,10 @@ func (v *validator[S, E, C, A, SK, EK]) build() (*Definition[S, E, C, A], error)
 		v.addState(s.key)
 	}
 	initial := -1
-	switch {
-	case b.initialSet > 1:
+	if b.initialSet > 1 {
 		v.problem(ErrDuplicate, "initial state declared %d times", b.initialSet)
-	case b.initialSet == 1:
+	}
+	if b.initialSet > 0 { // the last one counts, so later checks still run
 		initial = v.refState(b.initial, "Initial")
 	}
 	res := make([]resolved, len(b.trans))
@@ -154,10 +154,10 @@ func (v *validator[S, E, C, A, SK, EK]) build() (*Definition[S, E, C, A], error)
 		}
 	}
 	failure := -1
-	switch {
-	case b.failureSet > 1:
+	if b.failureSet > 1 {
 		v.problem(ErrDuplicate, "failure event declared %d times", b.failureSet)
-	case b.failureSet == 1:
+	}
+	if b.failureSet > 0 {
 		failure = v.addEvent(b.failure)
 	}
 	switch {
@@ -217,8 +217,9 @@ func (v *validator[S, E, C, A, SK, EK]) build() (*Definition[S, E, C, A], error)
 			continue
 		}
 		specs[r.from*nE+j] = n + 1
-		if d.states[r.from].terminal && leaves(r, t.kind, r.from) {
-			v.problem(ErrInvalidDeclaration, "terminal state %s has a %s to another state", d.states[r.from].name, v.describe(t))
+		if d.states[r.from].terminal && j != failure && leaves(r, t.kind, r.from) {
+			v.problem(ErrInvalidDeclaration, "terminal state %s may leave: %s has a target other than %s (only the failure event may leave a terminal state)",
+				d.states[r.from].name, v.describe(t), d.states[r.from].name)
 		}
 	}
 	for i := range nS {
@@ -295,17 +296,33 @@ func (v *validator[S, E, C, A, SK, EK]) build() (*Definition[S, E, C, A], error)
 		return nil, errors.Join(v.problems...)
 	}
 
-	idx, key := v.stateIdx, b.stateKey
-	d.stateIndex = func(s S) (int, bool) {
-		i, ok := idx[key(s)]
+	d.stateIndex = indexer(b.stateKey, v.stateKeys, v.stateIdx)
+	d.eventIndex = indexer(b.eventKey, v.eventKeys, v.eventIdx)
+	return d, nil
+}
+
+// linearMax is the number of keys up to which a linear scan finds a key's
+// index faster than a map.
+const linearMax = 8
+
+// indexer returns a function giving the index of a value's key.
+func indexer[T any, K comparable](key func(T) K, keys []K, idx map[K]int) func(T) (int, bool) {
+	if len(keys) <= linearMax {
+		keys = slices.Clone(keys)
+		return func(v T) (int, bool) {
+			k := key(v)
+			for i, x := range keys {
+				if x == k {
+					return i, true
+				}
+			}
+			return 0, false
+		}
+	}
+	return func(v T) (int, bool) {
+		i, ok := idx[key(v)]
 		return i, ok
 	}
-	eidx, ekey := v.eventIdx, b.eventKey
-	d.eventIndex = func(e E) (int, bool) {
-		j, ok := eidx[ekey(e)]
-		return j, ok
-	}
-	return d, nil
 }
 
 // leaves reports whether a transition of kind from state i can enter

@@ -79,6 +79,9 @@ func (b *Builder[S, E, C, A, SK, EK]) State(k SK) *StateSpec[S, E, C, A, SK, EK]
 	if s, ok := b.stateByKey[k]; ok {
 		return s
 	}
+	if b.stateByKey == nil { // a zero Builder: Build reports the missing key functions
+		b.stateByKey = make(map[SK]*StateSpec[S, E, C, A, SK, EK])
+	}
 	s := &StateSpec[S, E, C, A, SK, EK]{key: k}
 	b.states = append(b.states, s)
 	b.stateByKey[k] = s
@@ -115,7 +118,7 @@ func (b *Builder[S, E, C, A, SK, EK]) OnAny(event EK, except ...SK) *TransitionS
 // start of diagrams; Build checks that it has a way out ([ErrNoWayOut]) and,
 // under [Builder.Strict], that every state is reachable from it. It does not
 // restrict [Definition.New], which may start a machine in any state that has
-// a way out.
+// a way out or is terminal.
 func (b *Builder[S, E, C, A, SK, EK]) Initial(k SK) {
 	b.initial = k
 	b.initialSet++
@@ -134,8 +137,10 @@ func (b *Builder[S, E, C, A, SK, EK]) FailureEvent(k EK) {
 // every non-terminal state handles the failure event
 // ([ErrFailureNotHandled]; requires [Builder.FailureEvent]); every state is
 // reachable from the initial state ([ErrUnreachable]; requires
-// [Builder.Initial]); and a terminal state exists and is reachable
-// ([ErrNoTerminal]). Reachability follows static targets, the declared
+// [Builder.Initial]); a terminal state exists and is reachable
+// ([ErrNoTerminal]); and every non-terminal state has a way out, a
+// transition to another state ([ErrNoWayOut]: a stage there could never
+// end). Reachability follows static targets, the declared
 // targets of [TransitionSpec.Choose] handlers and any-state transitions;
 // timeouts are transitions like others.
 func (b *Builder[S, E, C, A, SK, EK]) Strict() { b.strict = true }
@@ -211,10 +216,13 @@ func (s *StateSpec[S, E, C, A, SK, EK]) Timeout(d time.Duration, event E) *State
 	return s
 }
 
-// Terminal marks the state as terminal: the stage ends there. Any-state
-// transitions ([Builder.OnAny]) do not apply to it, it may have no
-// transition to another state (self-transitions are allowed, e.g. an
-// idempotent failure), and diagrams draw it as an end.
+// Terminal marks the state as terminal: the stage ends there, and diagrams
+// draw it as an end. Any-state transitions ([Builder.OnAny]) do not apply to
+// it. It may have no transition to another state, with one exception: on
+// the failure event (see [Builder.FailureEvent]), because the actions of the
+// transition that entered it run after it is entered, and their failure is
+// routed from it (e.g. Drained -Error-> Failed when a cleanup fails).
+// Self-transitions are allowed, e.g. an idempotent Failed -Error-> Failed.
 func (s *StateSpec[S, E, C, A, SK, EK]) Terminal() *StateSpec[S, E, C, A, SK, EK] {
 	s.terminal = true
 	return s

@@ -83,6 +83,10 @@ func (d *Definition[S, E, C, A]) concat(from, to int, own []A) []A {
 // A supervisor's BuildStateMachine typically is
 //
 //	return def.New(initial)
+//
+// (on error the returned interface then holds a nil *Machine, which Run
+// never uses because it looks at the error first; a nil *Machine's methods
+// return errors or zero values, never panic).
 func (d *Definition[S, E, C, A]) New(initial S) (*Machine[S, E, C, A], error) {
 	if d == nil || d.stateIndex == nil {
 		return nil, fmt.Errorf("%w: Definition not returned by Builder.Build", ErrInvalidDeclaration)
@@ -146,10 +150,15 @@ func (v *validator[S, E, C, A, SK, EK]) strict(d *Definition[S, E, C, A]) {
 			}
 		}
 	}
+	for i, st := range d.states {
+		if !st.terminal && !st.wayOut && i != d.initial { // the initial state is checked by build
+			v.problem(ErrNoWayOut, "non-terminal state %s has no transition to another state", st.name)
+		}
+	}
 	if !slices.ContainsFunc(d.states, func(st stateInfo[E, A]) bool { return st.terminal }) {
 		v.problem(ErrNoTerminal, "no state is terminal")
 	}
-	if v.b.initialSet != 1 || d.initial < 0 {
+	if d.initial < 0 {
 		if v.b.initialSet == 0 {
 			v.problem(ErrInvalidDeclaration, "Strict requires Initial")
 		}

@@ -30,14 +30,22 @@ func (d *Definition[S, E, C, A]) Mermaid(highlight ...S) string {
 	var b strings.Builder
 	b.WriteString("stateDiagram-v2\n")
 	order := d.sortedStates()
-	for n, i := range order {
-		name := d.states[i].name
-		if isMermaidID(name) {
-			ids[i] = name
-		} else {
-			ids[i] = fmt.Sprintf("state%d", n)
-			fmt.Fprintf(&b, "    state \"%s\" as %s\n", mermaidText(name), ids[i])
+	used := make(map[string]bool, len(order))
+	for _, i := range order {
+		if name := d.states[i].name; isMermaidID(name) {
+			ids[i], used[name] = name, true
 		}
+	}
+	n := 0
+	for _, i := range order {
+		if ids[i] != "" {
+			continue
+		}
+		for ids[i] == "" || used[ids[i]] { // a generated id must not be a state's name
+			ids[i] = fmt.Sprintf("state%d", n)
+			n++
+		}
+		fmt.Fprintf(&b, "    state \"%s\" as %s\n", mermaidText(d.states[i].name), ids[i])
 	}
 	if d.initial >= 0 {
 		fmt.Fprintf(&b, "    [*] --> %s\n", ids[d.initial])

@@ -67,8 +67,10 @@
 //
 // # Performance
 //
-// Handle looks up the event's key in a map and the transition in a table,
-// and copies a precomputed action list into a buffer the machine owns: with
-// static actions it does not allocate. The returned slice is valid until the
-// next Handle.
+// Handle finds the event's key (a short scan, or a map past eight keys) and
+// the transition in a table, and copies a precomputed action list into a
+// buffer the machine owns: with static actions it does not allocate. The
+// returned slice is valid until the next Handle. A [Definition] is
+// immutable and shared by its machines; each [Machine] is used by one
+// goroutine, as stagefsm.Run does.
 package mealy

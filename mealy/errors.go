@@ -33,14 +33,15 @@ var ErrDuplicate = errors.New("mealy: declared twice")
 // declaration that cannot work: a nil key function, handler or hook, a
 // transition with no target, a Choose with no declared targets, a timeout
 // that is not positive or whose event the state does not handle by leaving
-// or re-entering it, a terminal state with a transition to another state.
+// or re-entering it, a terminal state with a transition to another state on
+// an event other than the failure event.
 var ErrInvalidDeclaration = errors.New("mealy: invalid declaration")
 
 // ErrNoWayOut is matched by an error of [Builder.Build] (for the state given
-// to [Builder.Initial]) and of [Definition.New] when the initial state has
-// no transition to another state, so a machine started there could never
-// leave it.
-var ErrNoWayOut = errors.New("mealy: initial state has no way out")
+// to [Builder.Initial], and under [Builder.Strict] for every non-terminal
+// state) and of [Definition.New] when a state has no transition to another
+// state, so a machine in it could never leave it.
+var ErrNoWayOut = errors.New("mealy: state has no way out")
 
 // ErrFailureNotHandled is matched by an error of [Builder.Build] under
 // [Builder.Strict] when a non-terminal state has no transition for the

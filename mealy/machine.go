@@ -22,8 +22,14 @@ type Machine[S, E, C, A any] struct {
 }
 
 // State returns the current state, as committed by the last successful
-// Handle (or given to New).
-func (m *Machine[S, E, C, A]) State() S { return m.state }
+// Handle (or given to New); the zero S for a nil Machine.
+func (m *Machine[S, E, C, A]) State() S {
+	if m == nil {
+		var zero S
+		return zero
+	}
+	return m.state
+}
 
 // Handle feeds event to the machine. It finds the transition for the
 // current state's key and the event's key (a transition declared with On,
@@ -44,10 +50,10 @@ func (m *Machine[S, E, C, A]) State() S { return m.state }
 // call to Handle; the caller must not keep or modify it (stagefsm.Run does
 // neither). With static actions Handle does not allocate.
 func (m *Machine[S, E, C, A]) Handle(ctx context.Context, event E, c C) ([]A, error) {
-	d := m.def
-	if d == nil {
+	if m == nil || m.def == nil {
 		return nil, fmt.Errorf("%w: Machine not created by Definition.New", ErrInvalidDeclaration)
 	}
+	d := m.def
 	var e *edge[S, E, C, A]
 	if j, ok := d.eventIndex(event); ok {
 		e = d.table[m.cur*d.nEvents+j]
@@ -85,7 +91,7 @@ func (m *Machine[S, E, C, A]) Handle(ctx context.Context, event E, c C) ([]A, er
 // feed when it passes; ok is false when the state has no timeout. It
 // implements [stagefsm.Timed]: stagefsm.Run calls it after every Handle.
 func (m *Machine[S, E, C, A]) Timeout() (deadline time.Time, event E, ok bool) {
-	if !m.armed {
+	if m == nil || !m.armed {
 		return time.Time{}, event, false
 	}
 	return m.deadline, m.def.states[m.cur].timeoutEvent, true

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -26,10 +27,15 @@ const (
 	waiting
 	done
 	failed
+	orphan // only in tests of unreachable states
 )
 
 func (k stateKind) String() string {
-	return [...]string{"Created", "Running", "Waiting", "Done", "Failed"}[k]
+	names := [...]string{"Created", "Running", "Waiting", "Done", "Failed", "Orphan"}
+	if k < 0 || int(k) >= len(names) {
+		return fmt.Sprintf("stateKind(%d)", int(k))
+	}
+	return names[k]
 }
 
 type state struct {
@@ -57,7 +63,11 @@ const (
 )
 
 func (k eventKind) String() string {
-	return [...]string{"Start", "Tick", "Finish", "Fail", "Ping"}[k]
+	names := [...]string{"Start", "Tick", "Finish", "Fail", "Ping"}
+	if k < 0 || int(k) >= len(names) {
+		return fmt.Sprintf("eventKind(%d)", int(k))
+	}
+	return names[k]
 }
 
 type event struct {
@@ -82,6 +92,7 @@ func (a action) String() string { return string(a) }
 
 func (a action) Execute(_ context.Context, c *record) error {
 	c.log = append(c.log, string(a))
+	c.at = append(c.at, time.Now())
 	if c.failOn == a {
 		return errAction
 	}
@@ -90,10 +101,12 @@ func (a action) Execute(_ context.Context, c *record) error {
 
 var errAction = errors.New("action failed")
 
-// record is the stage context.
+// record is the stage context: what ran, when, and what handlers saw.
 type record struct {
 	log    []string
+	at     []time.Time
 	failOn action
+	seen   []string
 }
 
 func newBuilder() *mealy.Builder[state, event, *record, action, stateKind, eventKind] {

@@ -10,7 +10,8 @@ import "context"
 //   - nil, to be called again;
 //   - an error matching [io.EOF] at the end of input (items emitted in that
 //     call still count), after which Next is not called again;
-//   - an error made with [Fatal], to fail the stage;
+//   - an error made with [Fatal], to fail the stage (the items emitted
+//     before still go downstream);
 //   - any other error, which is non-fatal: the stage emits one error item
 //     (zero payload) carrying it, which ends dead-lettered, and calls Next
 //     again. A panic is recovered and treated the same way.
@@ -33,10 +34,15 @@ type Source[T any] interface {
 // by without a call. Process emits its outputs by calling emit (only during
 // the call; emit never blocks) and returns:
 //   - nil: the input is consumed and the outputs go downstream;
-//   - an error made with [Fatal]: the stage fails;
+//   - an error made with [Fatal]: the stage fails; the outputs of the
+//     items it consumed before go downstream, the failing input and the
+//     rest of its batch are dead-lettered;
 //   - any other error: non-fatal. The outputs of this call are discarded and
 //     the input goes on as an error item carrying the error, to be
 //     dead-lettered. A panic is recovered and treated the same way.
+//
+// Process is not called for error items: they pass through untouched, as
+// with [github.com/stagefsm/stagefsm.RunIfNotError].
 //
 // A Transform may also implement [Opener], [Drainer] and [io.Closer].
 type Transform[I, O any] interface {

@@ -324,6 +324,9 @@ func (p *Pipeline) supervise(ctx context.Context) {
 			// The failure that aborted the pipeline: reported as the cause.
 		case errs[i] != nil:
 			failures = append(failures, &StageError{Stage: u.name, Err: errs[i]})
+		case final.Kind == Failed && errors.Is(final.Reason, ErrStartupAborted):
+			// A consequence of another stage's failure to open, which is
+			// reported instead.
 		case final.Kind == Failed:
 			failures = append(failures, &StageError{Stage: u.name, Err: final.Reason})
 		}

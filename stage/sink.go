@@ -82,8 +82,11 @@ func (s *sinkCore[T]) consume(ctx context.Context, eof eventKind) (stagefsm.Dire
 				s.next++
 				continue
 			}
+			if ctx.Err() != nil { // aborted: the item stays held, for the sweep
+				return stagefsm.Directive[event]{}, err
+			}
 			it.Err = &ItemError{Stage: s.u.name, Err: err}
-			if errors.Is(err, ErrFatal) || ctx.Err() != nil {
+			if errors.Is(err, ErrFatal) {
 				return stagefsm.Directive[event]{}, err
 			}
 		}

@@ -70,7 +70,13 @@ func (s *sourceCore[T]) running(ctx context.Context) (stagefsm.Directive[event],
 			}
 		case errors.Is(err, io.EOF):
 			s.eof = true
-		case errors.Is(err, ErrFatal) || ctx.Err() != nil:
+		case ctx.Err() != nil:
+			return stagefsm.Directive[event]{}, err
+		case errors.Is(err, ErrFatal):
+			// What the source emitted before the failure goes on.
+			if ferr := s.flush(ctx); ferr != nil {
+				return stagefsm.Directive[event]{}, ferr
+			}
 			return stagefsm.Directive[event]{}, err
 		default: // a bad record: one error item carries it downstream
 			s.seq++

@@ -12,17 +12,19 @@ import (
 // Emitted == Delivered + DeadLettered.
 type Counts struct {
 	// In counts the items the stage received, error items included.
-	In uint64 `json:"in"`
+	In uint64 `json:"in,omitempty"`
 	// Out counts the items the stage sent downstream: the ones it emitted
 	// and the error items it passed on.
-	Out uint64 `json:"out"`
+	Out uint64 `json:"out,omitempty"`
 	// Emitted counts the items the stage created.
 	Emitted uint64 `json:"emitted"`
 	// Delivered counts the ok items the stage's handler consumed without
 	// error.
 	Delivered uint64 `json:"delivered"`
 	// DeadLettered counts the dead letters that failed at this stage
-	// (attributed by [ItemError.Stage]).
+	// (attributed by [ItemError.Stage]). Most are dead-lettered by the sink
+	// stage, so the count can still grow after this stage completed; it is
+	// final once the pipeline has ended.
 	DeadLettered uint64 `json:"dead_lettered"`
 }
 

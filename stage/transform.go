@@ -109,8 +109,16 @@ func (t *transformCore[I, O]) consume(ctx context.Context, eof eventKind) (stage
 			t.cur = t.cur[:mark]
 			t.unpublished -= t.seq - seq
 			t.seq = seq
+			if ctx.Err() != nil { // aborted: the item stays held, for the sweep
+				return stagefsm.Directive[event]{}, err
+			}
 			it.Err = &ItemError{Stage: t.u.name, Err: err}
-			if errors.Is(err, ErrFatal) || ctx.Err() != nil {
+			if errors.Is(err, ErrFatal) {
+				// What the stage produced before the failure goes on; the
+				// inputs it did not process are dead-lettered when it fails.
+				if ferr := t.flush(ctx); ferr != nil {
+					return stagefsm.Directive[event]{}, ferr
+				}
 				return stagefsm.Directive[event]{}, err
 			}
 		}

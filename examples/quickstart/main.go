@@ -1,7 +1,10 @@
 // Command quickstart runs one small supervised stage: it counts to a target,
 // its handler fails once on the way, the FSM routes that failure to a
-// Recovering state and back, and the stage writes its completion event.
-// It prints the stage's state timeline.
+// Recovering state that times out back into Counting, and the stage writes
+// its completion event. It prints the stage's state timeline.
+//
+// The FSM is a mealy machine; with -mermaid the command prints its Mermaid
+// diagram instead of running.
 package main
 
 import (
@@ -10,8 +13,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/mealy"
 )
 
 // State is the stage's FSM state.
@@ -35,7 +40,7 @@ type Event struct {
 	Err  error // for Error
 }
 
-// Kind is the variant of an Event.
+// Kind is the variant of an Event: the FSM routes events by it.
 type Kind int
 
 const (
@@ -45,12 +50,13 @@ const (
 	Resume
 )
 
+func (k Kind) String() string { return [...]string{"Start", "Finished", "Error", "Resume"}[k] }
+
 func (e Event) String() string {
-	name := [...]string{"Start", "Finished", "Error", "Resume"}[e.Kind]
 	if e.Err != nil {
-		return name + "(" + e.Err.Error() + ")"
+		return e.Kind.String() + "(" + e.Err.Error() + ")"
 	}
-	return name
+	return e.Kind.String()
 }
 
 // Counter is the stage context: it owns the user's handler state.
@@ -62,54 +68,75 @@ type Counter struct {
 	timeline  []State
 }
 
-// Action is the side effect the FSM asks for.
-type Action func(ctx context.Context, c *Counter) error
+// Action is a named side effect the FSM asks for; the name shows in
+// diagrams.
+type Action struct {
+	Name string
+	Run  func(ctx context.Context, c *Counter) error
+}
 
 // Execute runs the action.
-func (a Action) Execute(ctx context.Context, c *Counter) error { return a(ctx, c) }
+func (a Action) Execute(ctx context.Context, c *Counter) error { return a.Run(ctx, c) }
 
-func logRecovery(_ context.Context, c *Counter) error { c.retries++; return nil }
+func (a Action) String() string { return a.Name }
 
-// machine is a hand-written FSM: a switch over state and event.
-type machine struct{ state State }
+var logRecovery = Action{"logRecovery", func(_ context.Context, c *Counter) error { c.retries++; return nil }}
 
-func (m *machine) State() State { return m.state }
+// recoveryPause is how long the stage stays in Recovering: a state timeout.
+const recoveryPause = 10 * time.Millisecond
 
-func (m *machine) Handle(_ context.Context, e Event, c *Counter) ([]Action, error) {
-	var next State
-	var actions []Action
-	switch {
-	case m.state == Created && e.Kind == Start:
-		next = Counting
-	case m.state == Counting && e.Kind == Finished:
-		next = Done
-	case m.state == Counting && e.Kind == Error && c.retries == 0:
-		next, actions = Recovering, []Action{logRecovery}
-	case m.state == Recovering && e.Kind == Resume:
-		next = Counting
-	case e.Kind == Error && m.state != Done:
-		next = Failed
-	default:
-		return nil, fmt.Errorf("no transition for %v in state %v", e, m.state)
+// definition declares the FSM once; every run creates a machine from it.
+func definition() (*mealy.Definition[State, Event, *Counter, Action], error) {
+	b := mealy.New[State, Event, *Counter, Action](
+		func(s State) State { return s },
+		func(e Event) Kind { return e.Kind },
+	)
+	b.Initial(Created)
+	b.FailureEvent(Error)
+	b.Strict() // every non-terminal state handles Error; all states reachable
+
+	b.State(Created)
+	b.State(Counting)
+	b.State(Recovering).Entry(logRecovery).Timeout(recoveryPause, Event{Kind: Resume})
+	b.State(Done).Terminal()
+	b.State(Failed).Terminal()
+
+	b.On(Created, Start).To(Counting)
+	b.On(Counting, Finished).To(Done)
+	b.On(Counting, Error).Choose(recoverOnce, Recovering, Failed)
+	b.On(Recovering, Resume).To(Counting)
+	b.OnAny(Error).To(Failed) // Created, Recovering
+	b.On(Failed, Error).Stay()
+	return b.Build()
+}
+
+// recoverOnce sends the first failure to Recovering and any later one to
+// Failed.
+func recoverOnce(_ context.Context, _ State, _ Event, c *Counter) (State, error) {
+	if c.retries == 0 {
+		return Recovering, nil
 	}
-	m.state = next
-	c.timeline = append(c.timeline, next)
-	return actions, nil
+	return Failed, nil
 }
 
 // stage is the supervisor: it says what each state does.
-type stage struct{}
+type stage struct {
+	def *mealy.Definition[State, Event, *Counter, Action]
+}
 
 func (stage) Name() string                        { return "counter" }
 func (stage) StageID() stagefsm.StageID           { return "quickstart" }
 func (stage) WriterID() stagefsm.WriterID         { return "quickstart-writer" }
 func (stage) EventForActionError(err error) Event { return Event{Kind: Error, Err: err} }
 
-func (stage) BuildStateMachine(initial State) (stagefsm.Machine[State, Event, *Counter, Action], error) {
-	return &machine{state: initial}, nil
+func (s stage) BuildStateMachine(initial State) (stagefsm.Machine[State, Event, *Counter, Action], error) {
+	return s.def.New(initial)
 }
 
 func (stage) DispatchState(_ context.Context, s State, c *Counter) (stagefsm.Directive[Event], error) {
+	if c.timeline[len(c.timeline)-1] != s {
+		c.timeline = append(c.timeline, s)
+	}
 	switch s {
 	case Created:
 		return stagefsm.Transition(Event{Kind: Start}), nil
@@ -124,7 +151,7 @@ func (stage) DispatchState(_ context.Context, s State, c *Counter) (stagefsm.Dir
 		c.N++
 		return stagefsm.Continue[Event](), nil
 	case Recovering:
-		return stagefsm.Transition(Event{Kind: Resume}), nil
+		return stagefsm.Idle[Event](), nil // until the state times out
 	default: // Done, Failed
 		return stagefsm.Terminate[Event](), nil
 	}
@@ -138,10 +165,21 @@ func (stage) WriteCompletionEvent(context.Context) error {
 func main() {
 	target := flag.Int("n", 5, "count to `N`")
 	failAt := flag.Int("fail-at", 3, "the handler fails once when the count reaches `K` (-1: never)")
+	diagram := flag.Bool("mermaid", false, "print the FSM as a Mermaid diagram and exit")
 	flag.Parse()
 
+	def, err := definition()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "invalid FSM:", err)
+		os.Exit(1)
+	}
+	if *diagram {
+		fmt.Print(def.Mermaid())
+		return
+	}
+
 	c := &Counter{Target: *target, FailAt: *failAt, timeline: []State{Created}}
-	err := stagefsm.Run(context.Background(), stage{}, Created, c)
+	err = stagefsm.Run(context.Background(), stage{def: def}, Created, c)
 	fmt.Printf("counted to %d with %d recovery; timeline: %v\n", c.N, c.retries, c.timeline)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "stage failed:", err)

@@ -1,0 +1,5 @@
+//go:build !race
+
+package mealy_test
+
+const raceEnabled = false

@@ -1,0 +1,97 @@
+// Package stage ships ready-made source, transform and sink stages and the
+// [Pipeline] that wires them: the user writes handlers, the package runs
+// each one as a supervised FSM stage under [stagefsm.Start], with its
+// lifecycle, backpressure, dead letters, accounting and journal.
+//
+// # Handlers
+//
+// A [Source] emits items and says when its input ends; a [Transform] maps
+// one item to zero or more; a [Sink] consumes them. Each may implement
+// optional hooks, found by type assertion: [Opener] (setup), [Drainer] (a
+// transform's last outputs, such as aggregates), [Flusher] (a sink's
+// buffers) and [io.Closer] (cleanup, exactly once). The function types
+// [SourceFunc], [TransformFunc] and [SinkFunc] adapt plain functions.
+//
+// A handler's error fails one item, not the stage: the item is marked as an
+// error and flows on to be dead-lettered. A handler makes an error fatal —
+// the stage fails — by wrapping it with [Fatal]. A panic in a handler is
+// recovered and fails the item like an error; a panic in a hook fails the
+// stage.
+//
+// # Building and running a pipeline
+//
+//	src := stage.From("read", reader)
+//	parsed := stage.Then(src, "parse", parser)     // Chain[Order]
+//	p := stage.To(parsed, "write", writer, stage.WithJournal(j))
+//	if err := p.Start(ctx); err != nil { ... }
+//	err := p.Wait(ctx)
+//
+// Chains are typed end to end: [Then] may change the item type. Stages are
+// connected by bounded channels of batches ([WithCapacity] batches of up to
+// [WithBatchSize] items): a full channel makes the stage upstream wait
+// (backpressure), and batching makes a pipeline cheaper per item than one
+// channel operation per item.
+//
+// # Items
+//
+// Items travel in an [Item] envelope: payload, status (Err), origin stage
+// and sequence number. An item fails at most once; from then on it passes
+// through the remaining transforms untouched (the rule of
+// [stagefsm.RunIfNotError]) and the sink stage hands it to the dead-letter
+// writer ([WithDeadLetter]) instead of the sink's handler. Nothing is
+// dropped: every item is emitted once and ends once, delivered or
+// dead-lettered, and [Pipeline.Stats] proves it:
+// Emitted == Delivered + DeadLettered once the pipeline has ended (see
+// [Counts]).
+//
+// # Stage lifecycle
+//
+// Every stage is a [mealy] machine:
+//
+//	Created -Initialize-> Initialized [Open]
+//	Initialized -Ready-> Running                 (source: -> WaitingForGun -Start-> Running)
+//	Running -ReceivedEOF-> Draining              (source: -Completed->)
+//	Draining -DrainComplete-> Drained [DrainHandler, ForwardEOF, Cleanup]
+//	                                             (source: -Completed-> [ForwardEOF, Cleanup];
+//	                                              sink: [DrainHandler, Cleanup])
+//	any state before Draining -BeginDrain-> Draining
+//	any state but Failed -Error-> Failed(reason) [SendFailure, Cleanup]
+//	Failed -Error-> Failed                       (idempotent)
+//
+// The states before Running are start-up gates that wait for control
+// events; the pipeline opens them in order (see [Pipeline.Start]). Running
+// and Draining take control events between dispatches, the terminal states
+// none. End of input is the closing of a channel: it reaches each stage in
+// pipeline order, and each stage drains — a transform runs its Drain hook
+// and forwards end of input, a sink flushes — before the next one sees it.
+//
+// A stage with nothing to do blocks on its input channel (or on a control
+// event at a gate): it does not poll, so an idle stage costs no CPU. Only a
+// source whose Next emits nothing is called again after the loop's idle
+// backoff ([stagefsm.WithIdleBackoff] defaults).
+//
+// # When a stage fails
+//
+// The failure of one stage drains the others:
+//   - the failed stage sends on what it had produced from the items it
+//     consumed, enters Failed, forwards end of input downstream, and
+//     dead-letters, with [ErrStageFailed], the inputs it had not processed
+//     and every item that still reaches its input until its upstream ends;
+//   - the source is asked to drain ([Pipeline.Drain]), so upstream stops
+//     producing and finishes what is in flight (into the failed stage's
+//     dead letters);
+//   - downstream stages drain what they have and end Drained;
+//   - [Pipeline.Wait] returns a [*StageError] for the failed stage.
+//
+// A failure that a stage's loop cannot route (its journal failing to record
+// its completion, a bug in a machine) aborts the pipeline. [Pipeline.Abort]
+// (or the end of the Start context) cancels every stage; the items in
+// flight are dead-lettered with [ErrAborted], so the counts still balance.
+//
+// # Journal
+//
+// A [Journal] receives every state change, every stage's completion —
+// drained, or failed with the reason — and the pipeline's own completion.
+// [MemoryJournal] keeps them in memory; [FileJournal] appends them to a file
+// as JSON lines and syncs it at each completion.
+package stage
