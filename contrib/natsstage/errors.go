@@ -18,6 +18,6 @@ var ErrInvalidMsg = errors.New("natsstage: invalid message")
 // MaxDeliver leaves no room for the redeliveries asked with [WithRetry].
 var ErrUnsupportedConsumer = errors.New("natsstage: unsupported consumer")
 
-// ErrClosed is returned by [Source.Open] and [Sink.Open] for a handler that
-// was opened before: each serves one pipeline, once.
-var ErrClosed = errors.New("natsstage: handler already used")
+// ErrAlreadyOpened is returned by [Source.Open] and [Sink.Open] for a
+// handler that was opened before: each serves one pipeline, once.
+var ErrAlreadyOpened = errors.New("natsstage: handler already opened")

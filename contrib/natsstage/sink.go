@@ -96,10 +96,10 @@ func NewSink(js jetstream.JetStream, subject string, opts ...SinkOption) *Sink {
 // Open checks that a stream stores the sink's subject and starts the
 // goroutine that waits for acknowledgements. It returns an error when no
 // stream stores the subject or JetStream cannot be reached (the pipeline
-// then does not start), and [ErrClosed] when called twice.
+// then does not start), and [ErrAlreadyOpened] when called twice.
 func (s *Sink) Open(ctx context.Context) error {
 	if s.used {
-		return ErrClosed
+		return ErrAlreadyOpened
 	}
 	s.used = true
 	switch {
@@ -353,7 +353,7 @@ func (s *Sink) failure() error {
 	if s.err == nil && s.exited != nil {
 		select {
 		case <-s.exited:
-			return ErrClosed
+			return errStopped
 		default:
 		}
 	}

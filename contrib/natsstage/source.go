@@ -99,11 +99,11 @@ func NewSource(js jetstream.JetStream, stream, consumer string, opts ...SourceOp
 // explicit acknowledgements (and room for [WithRetry]'s redeliveries under
 // its MaxDeliver), and starts receiving messages. It returns an error
 // wrapping [ErrUnsupportedConsumer] for a consumer it cannot serve,
-// [ErrClosed] when called twice, and the client's error when the consumer
+// [ErrAlreadyOpened] when called twice, and the client's error when the consumer
 // cannot be reached; the pipeline then does not start.
 func (s *Source) Open(ctx context.Context) error {
 	if s.used {
-		return ErrClosed
+		return ErrAlreadyOpened
 	}
 	s.used = true
 	if s.js == nil {
@@ -345,11 +345,12 @@ type SourceStats struct {
 	// Received counts the messages emitted into the pipeline, and
 	// Redelivered those of them that JetStream had delivered before.
 	Received, Redelivered uint64
-	// Acked counts the messages acknowledged after they were published;
-	// Released those handed back for immediate redelivery (not processed:
-	// the pipeline stopped or a stage failed); Retried those handed back
-	// for a delayed redelivery and Terminated those given up, per
-	// [WithRetry].
+	// Acked counts the messages acknowledged after they were published
+	// (or dropped by a [Transform]); Released those handed back for
+	// immediate redelivery without being processed (prefetched but not
+	// emitted when the source closed, or in flight when the pipeline
+	// stopped or a stage failed); Retried those handed back for a delayed
+	// redelivery and Terminated those given up, per [WithRetry].
 	Acked, Released, Retried, Terminated uint64
 	// SettleErrors counts the acknowledgements that could not be sent (the
 	// connection was down); JetStream redelivers those messages after the
