@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,7 @@ var (
 	_ stage.Sink[*Msg] = (*Sink)(nil)
 	_ stage.Opener     = (*Sink)(nil)
 	_ stage.Flusher    = (*Sink)(nil)
+	_ io.Closer        = (*Sink)(nil)
 )
 
 // errStopped ends the wait for a publish when the sink closes.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,7 @@ const closeTimeout = 5 * time.Second
 var (
 	_ stage.Source[*Msg] = (*Source)(nil)
 	_ stage.Opener       = (*Source)(nil)
+	_ io.Closer          = (*Source)(nil)
 )
 
 // Source is a [stage.Source] of [*Msg] that reads a durable JetStream pull
@@ -167,7 +169,7 @@ func (s *Source) noteErr(_ jetstream.ConsumeContext, err error) {
 // reported as a non-fatal error (an error item).
 func (s *Source) Next(ctx context.Context, emit func(*Msg)) error {
 	if s.cc == nil {
-		return stage.Fatal(errors.New("natsstage: Source.Next before Open"))
+		return stage.Fatal(errors.New("natsstage: Source.Next outside Open and Close"))
 	}
 	n, err := s.take(emit)
 	if n > 0 || err != nil {
