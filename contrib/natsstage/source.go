@@ -30,9 +30,9 @@ const (
 // errNoAnswer is the cause of an outage whose probe got no answer in time.
 var errNoAnswer = errors.New("natsstage: no answer from JetStream")
 
-// closeTimeout bounds how long Close waits for the client to stop the
-// consumer's subscription.
-const closeTimeout = 5 * time.Second
+// fetchWait is how long one pull request waits on the server for messages;
+// an idle source sends one request per fetchWait.
+const fetchWait = 5 * time.Second
 
 var (
 	_ stage.Source[*Msg] = (*Source)(nil)
@@ -52,12 +52,13 @@ var (
 // delivery is at least once, and a [Sink]'s message ids make the output
 // effectively once.
 //
-// The Source prefetches messages (see [WithPrefetch]) through the client's
-// consume loop. Next emits what has arrived without blocking; when nothing
-// has, and the stage holds nothing, it waits briefly (50ms) for a message,
-// so an idle source costs little and a drain request is seen quickly.
-// Messages prefetched but not emitted when the Source closes are handed
-// back to JetStream (negatively acknowledged) for immediate redelivery.
+// The Source prefetches messages (see [WithPrefetch]) from a goroutine of
+// its own, one pull request at a time. Next emits what has arrived without
+// blocking; when nothing has, and the stage holds nothing, it waits briefly
+// (50ms) for a message, so an idle source costs little and a drain request
+// is seen quickly. Messages prefetched but not emitted when the Source
+// closes are handed back to JetStream (negatively acknowledged) for
+// immediate redelivery.
 //
 // Connection loss and a server restart are ridden out for up to
 // [WithMaxOutage] (the client reconnects and the consumer resumes);
@@ -75,16 +76,17 @@ type Source struct {
 
 	// Owned by the stage: Open, Next and Close.
 	used      bool
+	opened    bool
 	cons      jetstream.Consumer
-	cc        jetstream.ConsumeContext
-	ccClosed  <-chan struct{}
-	msgs      chan jetstream.Msg
-	stop      chan struct{}
+	msgs      chan jetstream.Msg // prefetched messages, filled by pull
+	stop      chan struct{}      // closed by Close: pull gives back what it holds
+	cancel    context.CancelFunc // ends pull's current request
+	pulled    chan struct{}      // closed when pull has returned
 	timer     *time.Timer
 	idle      bool
 	downSince time.Time
 
-	// Written by the client's goroutines (the consume error handler).
+	// Written by pull.
 	suspect atomic.Bool
 	errMu   sync.Mutex
 	lastErr error
@@ -127,23 +129,61 @@ func (s *Source) Open(ctx context.Context) error {
 		return fmt.Errorf("%w: consumer %s/%s delivers a message at most %d times, too few for %d retries",
 			ErrUnsupportedConsumer, s.stream, s.consumer, cfg.MaxDeliver, s.o.retries)
 	}
+	s.cons = cons
 	s.msgs = make(chan jetstream.Msg, s.o.prefetch)
 	s.stop = make(chan struct{})
-	cc, err := cons.Consume(s.handle,
-		jetstream.PullMaxMessages(s.o.prefetch),
-		jetstream.ConsumeErrHandler(s.noteErr))
-	if err != nil {
-		return fmt.Errorf("natsstage: consume %s/%s: %w", s.stream, s.consumer, err)
-	}
-	s.cons, s.cc, s.ccClosed = cons, cc, cc.Closed()
+	s.pulled = make(chan struct{})
 	s.timer = time.NewTimer(pollWait)
 	s.timer.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.opened = true
+	go s.pull(ctx)
 	return nil
 }
 
-// handle is the consume loop's message handler, called from the client's
-// goroutine for the subscription.
-func (s *Source) handle(m jetstream.Msg) {
+// pull fills s.msgs with one pull request (Fetch) after another until the
+// source closes or the connection is closed for good. It does not use the
+// client's continuous Consume: in nats.go v1.55.0 a pull request can be
+// skipped there, leaving the consumer idle until the heartbeat check
+// (twice the heartbeat, 30 seconds by default) notices. One request at a
+// time, made here, has no such gap.
+func (s *Source) pull(ctx context.Context) {
+	defer close(s.pulled)
+	backoff := retryBackoffMin
+	for ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(ctx, fetchWait)
+		batch, err := s.cons.Fetch(s.o.prefetch, jetstream.FetchContext(fctx))
+		if err == nil {
+			for m := range batch.Messages() {
+				s.hold(m)
+			}
+			err = batch.Error()
+		}
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil || errors.Is(err, context.DeadlineExceeded):
+			backoff = retryBackoffMin // the request ended or expired
+			continue
+		case errors.Is(err, nats.ErrConnectionClosed):
+			s.noteErr(err)
+			return
+		}
+		s.noteErr(err)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, retryBackoffMax)
+	}
+}
+
+// hold passes a message to Next, or gives it back to JetStream if the
+// source is closing.
+func (s *Source) hold(m jetstream.Msg) {
 	select {
 	case s.msgs <- m:
 	case <-s.stop:
@@ -151,9 +191,9 @@ func (s *Source) handle(m jetstream.Msg) {
 	}
 }
 
-// noteErr is the consume loop's error handler: an error makes the source
-// check JetStream before it waits again.
-func (s *Source) noteErr(_ jetstream.ConsumeContext, err error) {
+// noteErr records an error of a pull request: the source checks JetStream
+// before it waits again.
+func (s *Source) noteErr(err error) {
 	s.errMu.Lock()
 	s.lastErr = err
 	s.errMu.Unlock()
@@ -168,7 +208,7 @@ func (s *Source) noteErr(_ jetstream.ConsumeContext, err error) {
 // closed; a message whose metadata cannot be read is terminated and
 // reported as a non-fatal error (an error item).
 func (s *Source) Next(ctx context.Context, emit func(*Msg)) error {
-	if s.cc == nil {
+	if !s.opened {
 		return stage.Fatal(errors.New("natsstage: Source.Next outside Open and Close"))
 	}
 	n, err := s.take(emit)
@@ -193,8 +233,8 @@ func (s *Source) Next(ctx context.Context, emit func(*Msg)) error {
 		}
 		_, err := s.take(emit)
 		return err
-	case <-s.ccClosed:
-		return stage.Fatal(s.unavailable("the consumer stopped"))
+	case <-s.pulled:
+		return stage.Fatal(s.unavailable("the connection is closed"))
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.timer.C:
@@ -276,7 +316,7 @@ func (s *Source) check(ctx context.Context) error {
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = errNoAnswer // the probe's own deadline, not the stage's
 		}
-		s.noteErr(nil, err)
+		s.noteErr(err)
 	}
 	now := time.Now()
 	if s.downSince.IsZero() {
@@ -289,7 +329,7 @@ func (s *Source) check(ctx context.Context) error {
 }
 
 // unavailable returns an error wrapping ErrUnavailable and the last error
-// the consume loop reported.
+// a pull request met.
 func (s *Source) unavailable(why string) error {
 	s.errMu.Lock()
 	last := s.lastErr
@@ -300,36 +340,24 @@ func (s *Source) unavailable(why string) error {
 	return fmt.Errorf("%w: consumer %s/%s: %s: %w", ErrUnavailable, s.stream, s.consumer, why, last)
 }
 
-// Close stops the consumer's subscription, waits for the client to
-// deliver nothing more (the messages already sent to this client
-// included), and hands the messages received but not emitted back to
-// JetStream for immediate redelivery. Messages already emitted are
-// settled by the pipeline, not here. It returns an error if the client
-// did not stop within 5 seconds. Calling Close again, or on a Source never
-// opened, does nothing.
+// Close ends the pull request under way, waits for the source's goroutine
+// to return, and hands the messages received but not emitted back to
+// JetStream for immediate redelivery. Messages already emitted are settled
+// by the pipeline, not here; messages still in transit from the server
+// when the request ends come back after the consumer's AckWait. Calling
+// Close again, or on a Source never opened, does nothing. It returns nil.
 func (s *Source) Close() error {
-	if s.cc == nil {
+	if !s.opened {
 		return nil
 	}
-	cc := s.cc
-	s.cc = nil
+	s.opened = false
 	close(s.stop)
-	// Drain, not Stop: the messages already on their way to this client are
-	// still handed to handle, which gives them back, rather than dropped
-	// to wait for the consumer's AckWait.
-	cc.Drain()
-	t := time.NewTimer(closeTimeout)
-	defer t.Stop()
-	var err error
-	select {
-	case <-s.ccClosed:
-	case <-t.C:
-		err = fmt.Errorf("natsstage: consumer %s/%s did not stop within %v", s.stream, s.consumer, closeTimeout)
-	}
+	s.cancel()
+	<-s.pulled
 	for range len(s.msgs) {
 		s.settled(&s.stats.released, (<-s.msgs).Nak())
 	}
-	return err
+	return nil
 }
 
 // settled counts one settlement of a message, or the error that prevented
