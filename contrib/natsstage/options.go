@@ -89,11 +89,11 @@ func (d outageOption) applySink(o *sinkOptions)     { o.maxOutage = time.Duratio
 // Default: 30s.
 func WithMaxOutage(d time.Duration) Option { return outageOption(d) }
 
-// WithPrefetch sets how many messages the [Source] asks JetStream for ahead
-// of the pipeline (the pull consumer's batch). A larger value hides the
-// network's latency; every prefetched message is pending on the consumer
-// and counts against its MaxAckPending and AckWait. n < 1 falls back to the
-// default.
+// WithPrefetch sets how many messages the [Source] asks JetStream for in
+// one pull request, and how many it keeps ready for the pipeline: it holds
+// up to 2n messages not yet emitted. A larger value hides the network's
+// latency; every prefetched message is pending on the consumer and counts
+// against its MaxAckPending and AckWait. n < 1 falls back to the default.
 //
 // Default: 256.
 func WithPrefetch(n int) SourceOption {
