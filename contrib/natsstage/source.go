@@ -16,23 +16,22 @@ import (
 	"github.com/stagefsm/stagefsm/stage"
 )
 
-// pollWait is how long Next waits for a message when the source has nothing
-// and holds nothing; it bounds how late a drain request is seen.
-const pollWait = 50 * time.Millisecond
-
-// The request that checks JetStream after an error waits this long at
-// most, and at least the minimum even when the outage budget is spent.
+// Timings of the Source.
 const (
+	// pollWait is how long Next waits for a message when the source has
+	// nothing and holds nothing; it bounds how late a drain request is seen.
+	pollWait = 50 * time.Millisecond
+	// fetchWait is how long one pull request waits on the server for
+	// messages; an idle source sends one request per fetchWait.
+	fetchWait = 5 * time.Second
+	// The request that checks JetStream after an error waits this long at
+	// most, and at least the minimum even when the outage budget is spent.
 	probeTimeout    = time.Second
 	minProbeTimeout = 10 * time.Millisecond
 )
 
 // errNoAnswer is the cause of an outage whose probe got no answer in time.
 var errNoAnswer = errors.New("natsstage: no answer from JetStream")
-
-// fetchWait is how long one pull request waits on the server for messages;
-// an idle source sends one request per fetchWait.
-const fetchWait = 5 * time.Second
 
 var (
 	_ stage.Source[*Msg] = (*Source)(nil)
@@ -86,7 +85,7 @@ type Source struct {
 	idle      bool
 	downSince time.Time
 
-	// Written by pull.
+	// Written by pull, and by Next when a probe fails.
 	suspect atomic.Bool
 	errMu   sync.Mutex
 	lastErr error
