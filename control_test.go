@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"testing"
@@ -470,6 +471,25 @@ func TestTrySendFullVersusStopped(t *testing.T) {
 		assert.ErrorIs(t, st.TrySend("ping"), stagefsm.ErrStageDone)
 		assert.ErrorIs(t, st.Send(t.Context(), "ping"), stagefsm.ErrStageDone)
 		assert.NotErrorIs(t, st.TrySend("ping"), stagefsm.ErrControlFull)
+	})
+}
+
+// Absurd sizes are capped, not allocated: the queue and a Changes buffer
+// are made up front, and a huge size must not crash the program.
+func TestHugeBufferSizesAreCapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := ctlGated()
+		f.modes["running"] = stagefsm.ControlIgnore
+		st := stagefsm.Start(t.Context(), stagefsm.HandlerSupervised[string, string, *ctlRec, ctlAct](f), "running", &ctlRec{},
+			stagefsm.WithControlCapacity(math.MaxInt))
+		changes := st.Changes(t.Context(), math.MaxInt)
+		assert.Equal(t, 1<<16, cap(changes))
+		for range 1 << 16 {
+			require.NoError(t, st.TrySend("ping"))
+		}
+		assert.ErrorIs(t, st.TrySend("ping"), stagefsm.ErrControlFull, "the queue holds 65,536 events")
+		st.Abort()
+		<-st.Done()
 	})
 }
 

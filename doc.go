@@ -56,8 +56,8 @@
 // Every method of [Stage] is safe to call from any goroutine, concurrently,
 // before, during and after the stage runs; none of them can block the
 // stage's loop. Send, Stop, Wait and WaitState wait (bounded by their ctx);
-// TrySend, CloseControl, State, Subscribe, Changes, Done and Abort never
-// wait. Delivery to readers never waits for them: Subscribe keeps only the
+// TrySend, CloseControl, State, Subscribe, Changes, Done, Abort, Restarts
+// and LastFailure never wait. Delivery to readers never waits for them: Subscribe keeps only the
 // latest state and Changes drops the oldest unread change when its buffer
 // is full (a gap in [Change.Seq] shows it). The supervisor, the machine,
 // the actions and an [Observer] are still called from the stage's one
@@ -84,8 +84,8 @@
 // most N within a sliding period, else [ErrRestartIntensity]) and spaces
 // them with a per-stage exponential backoff (capped, with jitter that a
 // seed makes reproducible, reset once the stage has been healthy). Failures
-// wrapping [ErrPermanent] (see [Permanent]) are not restarted, nor is a
-// cancellation, nor a failure after [Stage.Stop] or [Stage.CloseControl]
+// wrapping [ErrPermanent] (see [Permanent]) are not restarted, nor are
+// panics under [RestartPolicy].PanicIsPermanent, nor is a cancellation, nor a failure after [Stage.Stop] or [Stage.CloseControl]
 // asked the stage to finish; a Stop during the backoff ends the stage at
 // once. Restarts are logged at Warn, reported to the [Observer] and counted
 // by [Stage.Restarts].
@@ -93,8 +93,10 @@
 // # Options
 //
 // [WithLogger], [WithIdleBackoff], [WithMaxConsecutiveFailures],
-// [WithRecoverPanics], [WithObserver] and [WithControlCapacity] configure
-// Run and Start; [WithRestart] configures Start. With no options Run logs nothing,
+// [WithRecoverPanics] and [WithObserver] configure Run and Start;
+// [WithControlCapacity] and [WithRestart] configure Start only (Run has no
+// control queue, and rejects WithRestart). With no options Run logs nothing,
 // waits 1ms to 10ms between idle dispatches, gives up after 100 failures in
-// a row and recovers panics.
+// a row and recovers panics; Start also queues up to 16 control events and
+// does not restart a failed stage.
 package stagefsm

@@ -53,6 +53,7 @@ type DispatchError struct {
 	Err   error
 }
 
+// Error returns "dispatch in state <State>: " followed by Err's message.
 func (e *DispatchError) Error() string {
 	return fmt.Sprintf("dispatch in state %s: %v", e.State, e.Err)
 }
@@ -71,6 +72,8 @@ type ActionError struct {
 	Err     error
 }
 
+// Error names the action, its index and how many actions were skipped,
+// followed by Err's message.
 func (e *ActionError) Error() string {
 	return fmt.Sprintf("action %d (%v) failed, %d skipped: %v", e.Index, e.Action, len(e.Skipped), e.Err)
 }

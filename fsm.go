@@ -14,7 +14,9 @@ import (
 // that [Machine.Handle] returns, in order, from its own goroutine, passing
 // the stage context c. The first action that returns an error (or panics)
 // stops the list: the remaining actions are skipped and the failure is routed
-// back through the machine as an [*ActionError].
+// back through the machine as an [*ActionError]. An action returned for a
+// routed failure is not routed again when it fails: Run returns an error
+// wrapping its error (a double fault).
 //
 // Execute may block; it should return promptly once ctx is done. An error
 // returned while ctx is done is treated as cancellation, not as a failure.

@@ -26,7 +26,9 @@ import "context"
 //   - WriteCompletionEvent is called exactly once, when dispatch returns
 //     [Terminate], and never otherwise. Its error is Run's result. A panic
 //     here ends Run with an error.
-//   - StageID and WriterID are called once when Run starts, for logging.
+//   - StageID and WriterID are called once when Run starts, and only when
+//     its logger is enabled, to identify the stage's log lines. A panic in
+//     either ends Run with an error.
 type HandlerSupervised[S, E, C any, A Action[C]] interface {
 	Supervisor[S, E, C, A]
 	DispatchState(ctx context.Context, state S, c C) (Directive[E], error)

@@ -13,10 +13,16 @@ const (
 	defaultIdleInitial = time.Millisecond
 	defaultIdleMax     = 10 * time.Millisecond
 	defaultMaxFailures = 100
+
+	// maxBuffer caps the buffers a caller sizes (the control queue, a
+	// Changes stream): they are allocated up front, and an absurd size
+	// must not crash the program.
+	maxBuffer = 1 << 16
 	defaultControlCap  = 16
 )
 
-// An Option configures [Run].
+// An Option configures [Run] and [Start]. Options apply in order, so a later
+// option overrides an earlier one of the same kind; a nil Option is ignored.
 type Option interface {
 	apply(*options)
 }
@@ -109,7 +115,7 @@ func WithMaxConsecutiveFailures(n int) Option {
 }
 
 // WithRecoverPanics says whether [Run] recovers panics in user code and turns
-// them into [*PanicError]s. Turn it off to let a panic crash the program with
+// each into a [*PanicError]. Turn it off to let a panic crash the program with
 // its original stack, for debugging.
 //
 // Default: true.
@@ -119,8 +125,10 @@ func WithRecoverPanics(enabled bool) Option {
 
 // WithControlCapacity sets how many control events the queue of a [Stage]
 // holds before [Stage.Send] waits and [Stage.TrySend] returns
-// [ErrControlFull]; events are never dropped. n < 1 falls back to the
-// default. [Run] without [Start] has no control queue and ignores it.
+// [ErrControlFull]; events are never dropped. The queue is allocated when
+// the stage starts, so n < 1 falls back to the default and n above 65,536
+// is capped there (a control queue is for a handful of lifecycle events,
+// not for data). [Run] without [Start] has no control queue and ignores it.
 //
 // Default: 16.
 func WithControlCapacity(n int) Option {
@@ -128,6 +136,7 @@ func WithControlCapacity(n int) Option {
 		if n < 1 {
 			n = defaultControlCap
 		}
+		n = min(n, maxBuffer)
 		o.controlCap = n
 	})
 }
@@ -178,7 +187,8 @@ func WithObserver[S, E any](obs Observer[S, E]) Option {
 //     was called: a cancellation is never restarted; when it interrupts a
 //     backoff, the error also wraps the failure;
 //   - an error wrapping a [*PanicError] for a panic in [Failable]'s
-//     FailedState or in a restart callback of the [Observer];
+//     FailedState, in a restart callback of the [Observer], or in the
+//     supervisor's Name, StageID or WriterID;
 //   - at once, without running anything, an error for a nil newContext, a
 //     newContext whose type does not match the stage's context, or a
 //     policy with a negative duration or a Jitter outside [0, 1]; and Run's

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -308,6 +307,10 @@ func supervise[S, E, C any, A Action[C]](ctx context.Context, h HandlerSupervise
 	if h == nil || (o.observer != nil && !ok) {
 		return run(ctx, h, initial, c, o, st) // reports the misuse; nothing to restart
 	}
+	name, log, err := describe(h, o.logger, o.recoverPanics)
+	if err != nil {
+		return fmt.Errorf(errDescribe, err)
+	}
 	seed := cfg.policy.Seed
 	if seed == 0 {
 		seed = rand.Uint64()
@@ -320,13 +323,9 @@ func supervise[S, E, C any, A Action[C]](ctx context.Context, h HandlerSupervise
 		opts:       *o,
 		user:       user,
 		st:         st,
-		name:       h.Name(),
-		log:        o.logger,
+		name:       name,
+		log:        log,
 		rng:        rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-	}
-	if r.log.Core().Enabled(zapcore.WarnLevel) {
-		r.log = r.log.With(zap.String("supervisor", r.name), zap.String("stage_id", string(h.StageID())),
-			zap.String("writer_id", string(h.WriterID())))
 	}
 	r.opts.observer = r.recorder()
 	return r.loop(ctx, c)
@@ -524,19 +523,17 @@ func (r *restarter[S, E, C, A]) delay(uptime time.Duration) time.Duration {
 }
 
 // makeContext asks the caller's factory for the next incarnation's context.
+// Its error, or a *PanicError for a panic, is wrapped to name the factory.
 func (r *restarter[S, E, C, A]) makeContext(ctx context.Context, prev C) (c C, err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("stagefsm: %s: restart context factory: %w", r.name, err)
+		}
+	}()
 	if r.opts.recoverPanics {
-		defer func() {
-			if v := recover(); v != nil {
-				err = fmt.Errorf("stagefsm: %s: restart context factory: %w", r.name, &PanicError{Value: v, Stack: debug.Stack()})
-			}
-		}()
+		defer recoverTo(&err)
 	}
-	c, err = r.newContext(ctx, prev)
-	if err != nil {
-		return c, fmt.Errorf("stagefsm: %s: restart context factory: %w", r.name, err)
-	}
-	return c, nil
+	return r.newContext(ctx, prev)
 }
 
 // gaveUp ends the supervised stage with err after a failure that is not
@@ -563,16 +560,19 @@ func (r *restarter[S, E, C, A]) canceled(ctx context.Context, failure error) err
 
 // notify calls one of the caller's restart callbacks, turning a panic into
 // an error (unless panics are not to be recovered).
-func (r *restarter[S, E, C, A]) notify(callback string, call func(*Observer[S, E])) (err error) {
+func (r *restarter[S, E, C, A]) notify(callback string, call func(*Observer[S, E])) error {
 	if r.user == nil {
 		return nil
 	}
+	if err := r.callObserver(call); err != nil {
+		return fmt.Errorf("stagefsm: %s: observer %s: %w", r.name, callback, err)
+	}
+	return nil
+}
+
+func (r *restarter[S, E, C, A]) callObserver(call func(*Observer[S, E])) (err error) {
 	if r.opts.recoverPanics {
-		defer func() {
-			if v := recover(); v != nil {
-				err = fmt.Errorf("stagefsm: %s: observer %s: %w", r.name, callback, &PanicError{Value: v, Stack: debug.Stack()})
-			}
-		}()
+		defer recoverTo(&err)
 	}
 	call(r.user)
 	return nil

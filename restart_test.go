@@ -796,3 +796,16 @@ func BenchmarkLoopTransitionStartRestart(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// nameless is an rstStage whose Name panics.
+type nameless struct{ rstStage }
+
+func (*nameless) Name() string { panic("no name") }
+
+func TestRestartSupervisorNamePanicIsAnError(t *testing.T) {
+	st := stagefsm.Start(t.Context(), &nameless{}, "running", &rstWork{n: 1}, stagefsm.WithRestart(noJitter, rstFactory))
+	err := st.Wait(t.Context())
+	var p *stagefsm.PanicError
+	assert.ErrorAs(t, err, &p, "a panic in Name ends the stage with an error, as under Run")
+	assert.Equal(t, 0, st.Restarts())
+}

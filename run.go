@@ -31,8 +31,9 @@ import (
 //   - nil, after [Terminate], when the completion event was written;
 //   - an error wrapping the completion writer's error;
 //   - an error wrapping the machine's error when it rejects a normal event
-//     (a bug in the FSM definition: no failure is routed, no completion
-//     written);
+//     (a dispatch's [Transition], a state timeout's event or, under
+//     [Start], a control event): a bug in the FSM definition, so no failure
+//     is routed and no completion is written;
 //   - an error wrapping both the original failure and the machine's error
 //     when the machine rejects a failure event;
 //   - an error wrapping a failure action's error (a double fault, not routed
@@ -41,13 +42,17 @@ import (
 //     routed a failure (see [WithMaxConsecutiveFailures]);
 //   - an error for which errors.Is(err, ctx.Err()) holds, and which also
 //     wraps context.Cause(ctx), when ctx is done: at the top of an iteration,
-//     during an idle wait, or when user code returns an error while ctx is
-//     done; no failure is routed and no completion is written;
+//     during an idle wait or a wait for a control event, or when user code
+//     returns an error while ctx is done; no failure is routed and no
+//     completion is written;
 //   - an error wrapping a [*PanicError] for a panic that cannot be routed (in
-//     Handle, State, a failure action, Name, StageID, WriterID,
-//     BuildStateMachine, EventForActionError or WriteCompletionEvent);
+//     Handle, State, a [Timed] machine's Timeout, a failure action, Name,
+//     StageID, WriterID, BuildStateMachine, EventForActionError or
+//     WriteCompletionEvent);
 //   - an error wrapping the error of BuildStateMachine, or an error when h is
-//     nil or builds a nil machine.
+//     nil or builds a nil machine;
+//   - an error, before anything runs, when given [WithRestart], which
+//     applies to Start only.
 //
 // With an [Observer] or under [Start], Run also returns:
 //   - an error wrapping a [*PanicError] for a panic in an Observer callback
@@ -55,7 +60,9 @@ import (
 //   - an error, before anything runs, when [WithObserver] was given other
 //     state and event types than h's;
 //   - under Start, an error wrapping [ErrControlClosed] when a state that
-//     blocks for control events can never get one (see [ControlBlock]).
+//     blocks for control events can never get one (see [ControlBlock]);
+//   - under Start, an error when [Controlled]'s ControlMode returns a value
+//     that is not a [ControlMode] constant.
 //
 // Run calls every method of h, of the machine and of the actions from the
 // calling goroutine, one at a time. Calls to Run with different supervisors
@@ -131,9 +138,11 @@ type loop[S, E, C any, A Action[C]] struct {
 }
 
 func (l *loop[S, E, C, A]) start(initial S) error {
-	if err := l.describe(); err != nil {
-		return fmt.Errorf("stagefsm: supervisor Name, StageID or WriterID: %w", err)
+	name, log, err := describe(l.h, l.log, l.opts.recoverPanics)
+	if err != nil {
+		return fmt.Errorf(errDescribe, err)
 	}
+	l.name, l.log = name, log
 	l.debug = l.log.Core().Enabled(zapcore.DebugLevel)
 
 	m, err := l.build(initial)
@@ -154,6 +163,10 @@ func (l *loop[S, E, C, A]) start(initial S) error {
 	}
 	return nil
 }
+
+// errDescribe is the format of the error for a panic in Name, StageID or
+// WriterID.
+const errDescribe = "stagefsm: supervisor Name, StageID or WriterID: %w"
 
 func (l *loop[S, E, C, A]) stop() {
 	if l.timeoutCancel != nil {
@@ -336,8 +349,15 @@ const (
 	sourceClosure                     // the closed control queue's event
 )
 
+var eventSourceNames = [...]string{"no", "transition", "state timeout", "control", "control closure"}
+
+// String names the source in error messages, or "eventSource(n)" for an
+// unknown value.
 func (s eventSource) String() string {
-	return [...]string{"no", "transition", "state timeout", "control", "control closure"}[s]
+	if int(s) < len(eventSourceNames) {
+		return eventSourceNames[s]
+	}
+	return fmt.Sprintf("eventSource(%d)", uint8(s))
 }
 
 func (l *loop[S, E, C, A]) logTransition(from S, event E, actions int) {
@@ -379,10 +399,6 @@ func (l *loop[S, E, C, A]) route(ctx context.Context, cause error) (bool, error)
 		return true, fmt.Errorf("stagefsm: %s: EventForActionError in state %s: %w (routing: %w)",
 			l.name, stateName[S]{from}, err, cause)
 	}
-	if ce := l.log.Check(zapcore.WarnLevel, "routing failure through the FSM"); ce != nil {
-		ce.Write(zap.Stringer("state", stateName[S]{from}), zap.Stringer("event", stateName[E]{event}), zap.Error(cause))
-	}
-
 	actions, err := l.handle(ctx, event)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -390,6 +406,11 @@ func (l *loop[S, E, C, A]) route(ctx context.Context, cause error) (bool, error)
 		}
 		return true, fmt.Errorf("stagefsm: %s: no failure transition in state %s for event %v: %w (routing: %w)",
 			l.name, stateName[S]{from}, event, err, cause)
+	}
+	// Logged once the machine took it: a failure it rejects is returned
+	// instead, and an error is logged or returned, not both.
+	if ce := l.log.Check(zapcore.WarnLevel, "routing failure through the FSM"); ce != nil {
+		ce.Write(zap.Stringer("state", stateName[S]{from}), zap.Stringer("event", stateName[E]{event}), zap.Error(cause))
 	}
 	if l.obs != nil {
 		if err := l.onFailure(from, event, cause); err != nil {
@@ -550,20 +571,25 @@ func (l *loop[S, E, C, A]) canceled(ctx context.Context, userErr error) error {
 // dispatch, Handle, State, an action's Execute — only record their site; the
 // boundary is iterate's (see recoverPanic), or start's for the first State.
 
-// describe reads the supervisor's name and, for an enabled logger, its ids.
-func (l *loop[S, E, C, A]) describe() (err error) {
-	if l.opts.recoverPanics {
+// describe returns h's name, and log with h's name, stage id and writer id
+// added to every line (log itself when it is disabled, which saves the
+// calls). A panic in Name, StageID or WriterID becomes a *PanicError
+// returned as err, with log unchanged, when recoverPanics is set. Run and
+// the restarter of Start share it so that both identify a stage alike.
+func describe[S, E, C any, A Action[C]](h HandlerSupervised[S, E, C, A], log *zap.Logger, recoverPanics bool) (name string, withIDs *zap.Logger, err error) {
+	withIDs = log
+	if recoverPanics {
 		defer recoverTo(&err)
 	}
-	l.name = l.h.Name()
-	if l.log.Core().Enabled(zapcore.ErrorLevel) {
-		l.log = l.log.With(
-			zap.String("supervisor", l.name),
-			zap.String("stage_id", string(l.h.StageID())),
-			zap.String("writer_id", string(l.h.WriterID())),
+	name = h.Name()
+	if log.Core().Enabled(zapcore.ErrorLevel) {
+		withIDs = log.With(
+			zap.String("supervisor", name),
+			zap.String("stage_id", string(h.StageID())),
+			zap.String("writer_id", string(h.WriterID())),
 		)
 	}
-	return nil
+	return name, withIDs, nil
 }
 
 func (l *loop[S, E, C, A]) build(initial S) (m Machine[S, E, C, A], err error) {

@@ -419,7 +419,8 @@ func (s *Stage[S, E]) Subscribe(ctx context.Context) <-chan S {
 }
 
 // Changes returns a channel of the state changes the stage commits from now
-// on, in order, with a buffer of buffer changes (buffer < 1 means 1).
+// on, in order, with a buffer of buffer changes (buffer < 1 means 1; the
+// buffer is allocated at once, so more than 65,536 means 65,536).
 //
 // Drop policy: the stage never waits for a reader. When the buffer is full
 // and a new change is committed, the oldest unread change is dropped to
@@ -428,7 +429,7 @@ func (s *Stage[S, E]) Subscribe(ctx context.Context) <-chan S {
 // channel is closed when the stage finishes (after its last change) or when
 // ctx is done. On a stage that has finished it is closed at once.
 func (s *Stage[S, E]) Changes(ctx context.Context, buffer int) <-chan Change[S, E] {
-	sub := &changeSub[S, E]{ch: make(chan Change[S, E], max(buffer, 1))}
+	sub := &changeSub[S, E]{ch: make(chan Change[S, E], min(max(buffer, 1), maxBuffer))}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {

@@ -12,8 +12,10 @@ type WriterID string
 //
 // [Run] calls BuildStateMachine exactly once, first, from its own goroutine.
 // An error (or a nil machine) ends Run before anything else happens; a panic
-// ends Run with an error wrapping a [*PanicError]. Name is called once, for
-// logs and error messages.
+// ends Run with an error wrapping a [*PanicError]. Name is called once when
+// Run starts, before BuildStateMachine, for logs and error messages; a panic
+// in it also ends Run with an error. Under [WithRestart], each incarnation is
+// a Run.
 //
 // BuildStateMachine is declared to return the [Machine] interface rather than
 // a concrete type so that [Run] can infer every type argument from its

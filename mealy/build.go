@@ -40,12 +40,7 @@ func (v *validator[S, E, C, A, SK, EK]) problem(sentinel error, format string, a
 }
 
 func (v *validator[S, E, C, A, SK, EK]) addState(k SK) int {
-	if i, ok := v.stateIdx[k]; ok {
-		return i
-	}
-	v.stateIdx[k] = len(v.stateKeys)
-	v.stateKeys = append(v.stateKeys, k)
-	return len(v.stateKeys) - 1
+	return intern(v.stateIdx, &v.stateKeys, k)
 }
 
 // refState returns the index of the state k that what refers to, adding it
@@ -62,12 +57,18 @@ func (v *validator[S, E, C, A, SK, EK]) refState(k SK, what string) int {
 }
 
 func (v *validator[S, E, C, A, SK, EK]) addEvent(k EK) int {
-	if i, ok := v.eventIdx[k]; ok {
+	return intern(v.eventIdx, &v.eventKeys, k)
+}
+
+// intern returns the index of k in keys, appending it (and recording its
+// index in idx) the first time it is seen.
+func intern[K comparable](idx map[K]int, keys *[]K, k K) int {
+	if i, ok := idx[k]; ok {
 		return i
 	}
-	v.eventIdx[k] = len(v.eventKeys)
-	v.eventKeys = append(v.eventKeys, k)
-	return len(v.eventKeys) - 1
+	idx[k] = len(*keys)
+	*keys = append(*keys, k)
+	return len(*keys) - 1
 }
 
 // describe names a transition spec in messages.

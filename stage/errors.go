@@ -57,12 +57,13 @@ func (e *fatalError) Is(target error) bool { return target == ErrFatal }
 // ItemError is the cause carried by an error item: the stage where the item
 // failed and why. Err wraps the handler's error, a
 // [*github.com/stagefsm/stagefsm.PanicError] for a handler panic,
-// [ErrStageFailed] or [ErrAborted].
+// [ErrStageFailed], [ErrStageRestarted] or [ErrAborted].
 type ItemError struct {
 	Stage string
 	Err   error
 }
 
+// Error returns "stage <Stage>: " followed by Err's message.
 func (e *ItemError) Error() string { return fmt.Sprintf("stage %s: %v", e.Stage, e.Err) }
 
 // Unwrap returns Err.
@@ -81,6 +82,7 @@ type StageError struct {
 	Err   error
 }
 
+// Error returns "stage <Stage> failed: " followed by Err's message.
 func (e *StageError) Error() string { return fmt.Sprintf("stage %s failed: %v", e.Stage, e.Err) }
 
 // Unwrap returns Err.

@@ -83,9 +83,10 @@ type Drainer[O any] interface {
 // fails the stage.
 //
 // Every handler may also implement [io.Closer]: its stage calls Close exactly
-// once when the stage ends, drained or failed, if the stage was initialized.
-// A Close error or panic fails a stage that had drained; in a stage that had
-// failed, it is reported with the failure's reason.
+// once when the stage ends, drained, failed or aborted (see
+// [Pipeline.Abort]), if the stage was initialized. A Close error or panic
+// fails a stage that had drained; in a stage that had failed, it is
+// reported with the failure's reason.
 type Flusher interface {
 	Flush(ctx context.Context) error
 }

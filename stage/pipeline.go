@@ -303,7 +303,11 @@ func (p *Pipeline) Drain() {
 // writes its own completion entry; the pipeline journals each unfinished
 // stage as aborted. The items in flight (in the channels and in the
 // stages' hands) are dead-lettered with [ErrAborted], so the counts still
-// balance. Abort does not wait; it is idempotent.
+// balance, and then the Close hook of every handler that opened and was
+// not closed yet is called, from the pipeline's goroutine once the stage's
+// own goroutine has ended (a Close error or panic is reported by
+// [Pipeline.Wait] as a [*StageError]). Abort does not wait; it is
+// idempotent.
 func (p *Pipeline) Abort() { p.abort(ErrAborted) }
 
 func (p *Pipeline) abort(cause error) {
@@ -368,6 +372,11 @@ func (p *Pipeline) supervise(ctx context.Context) {
 	}
 	for i, u := range p.units {
 		u.core.sweep(ErrAborted)
+		// A stage stopped by an abort ran no Cleanup: its handler still
+		// holds what Open acquired (connections, subscriptions, files).
+		if err := safeCall(u.closeHandler); err != nil {
+			failures = append(failures, &StageError{Stage: u.name, Err: err})
+		}
 		final := u.st.State()
 		switch {
 		case errs[i] != nil && aborted && isCancel(errs[i]):

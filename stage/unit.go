@@ -22,7 +22,17 @@ const (
 	kindSink
 )
 
-func (k kind) String() string { return [...]string{"source", "transform", "sink"}[k] }
+func (k kind) String() string {
+	switch k {
+	case kindSource:
+		return "source"
+	case kindTransform:
+		return "transform"
+	case kindSink:
+		return "sink"
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
 
 // core is the typed half of a stage: what differs between sources,
 // transforms and sinks and between item types. Every method but sweep is
@@ -309,24 +319,7 @@ func (a action) Execute(ctx context.Context, u *unit) error {
 		u.core.closeOutput()
 		return nil
 	case actCleanup:
-		if !u.opened || u.closed {
-			return nil
-		}
-		u.closed = true
-		c, ok := u.core.handler().(io.Closer)
-		switch {
-		case !ok:
-			return nil
-		case u.state.Kind != Failed:
-			return c.Close()
-		}
-		// The stage has failed already (the observer recorded Failed before
-		// the actions run): its reason stands. A Close that fails now is
-		// not routed — as the failure of a failure action it would end the
-		// stage's loop and abort the whole pipeline — but reported with
-		// the reason (see unit.reason).
-		u.closeErr = safeCall(c.Close)
-		return nil
+		return u.closeHandler()
 	case actSendFailure:
 		if u.deferFailure() {
 			return nil // the output stays open and nothing drains: see restartScheduled
@@ -346,6 +339,32 @@ func (u *unit) reason(r error) error {
 		return r
 	}
 	return fmt.Errorf("%w (and Close: %w)", r, u.closeErr)
+}
+
+// closeHandler calls the handler's Close hook if the stage opened and has
+// not closed it yet. It is the Cleanup action, and the pipeline calls it
+// for a stage whose loop ended without Cleanup (an abort), once that loop
+// has ended.
+//
+// In a stage that has failed already (the observer recorded Failed before
+// the actions run) the failure's reason stands: a Close that fails then is
+// not routed — as the failure of a failure action it would end the stage's
+// loop and abort the whole pipeline — but reported with the reason (see
+// unit.reason).
+func (u *unit) closeHandler() error {
+	if !u.opened || u.closed {
+		return nil
+	}
+	u.closed = true
+	c, ok := u.core.handler().(io.Closer)
+	switch {
+	case !ok:
+		return nil
+	case u.state.Kind != Failed:
+		return c.Close()
+	}
+	u.closeErr = safeCall(c.Close)
+	return nil
 }
 
 // supervisor is the [stagefsm.HandlerSupervised] of every stage. Its

@@ -7,7 +7,7 @@
 // # The pieces
 //
 //   - [Supervisor] is a fake [stagefsm.HandlerSupervised] whose dispatch
-//     replies follow a script of [Step]s ([Returns], [Fails], [Panics],
+//     replies follow a script of steps ([Step]: [Returns], [Fails], [Panics],
 //     [BlocksUntil]), per state ([Supervisor.In], [Supervisor.When]) or in
 //     sequence ([Supervisor.Script]). It counts its calls and the states it
 //     was dispatched in, and fails the test when its script runs out or is
@@ -17,10 +17,10 @@
 //     iteration at a time: [Stepper.Step] lets one dispatch through and
 //     returns an [Iteration] (the directive, the transitions, the failures
 //     routed, Run's result once it returns).
-//   - [Recorder], fed by [Record] (which wraps any supervisor) and by
-//     [Action]s made with [NewAction], records the state timeline, the
-//     transitions, the actions executed, the failures routed and the
-//     completion calls. [RequireTimeline], [RequireActions],
+//   - [Recorder], fed by [Record] (which wraps any supervisor) and by the
+//     actions ([Action]) made with [NewAction], records the state
+//     timeline, the transitions, the actions executed, the failures routed
+//     and the completion calls. [RequireTimeline], [RequireActions],
 //     [RequireFailures] and [RequireCompletions] fail the test with a line
 //     diff when they differ from what is expected.
 //   - [TestMachine] checks any [stagefsm.Machine] implementation against

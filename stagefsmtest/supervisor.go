@@ -200,8 +200,8 @@ type rule[S comparable, E any] struct {
 }
 
 // Supervisor is a scripted fake [stagefsm.HandlerSupervised]: its
-// DispatchState replies with the [Step]s a test scripts, per state or in
-// sequence, and it records every call. Use it to test a machine and its
+// DispatchState replies with the steps ([Step]) a test scripts, per state or
+// in sequence, and it records every call. Use it to test a machine and its
 // actions under the real [stagefsm.Run], or to drive Run itself.
 //
 // # Scripting

@@ -36,8 +36,14 @@ const (
 	Failed
 )
 
+var stateNames = [...]string{"Created", "Initialized", "Running", "Draining", "Drained", "Failed"}
+
+// String returns the state's name, or "State(n)" for an unknown value.
 func (s State) String() string {
-	return [...]string{"Created", "Initialized", "Running", "Draining", "Drained", "Failed"}[s]
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("State(%d)", int(s))
 }
 
 // Event is fed to the FSM. Initialize and BeginDrain come from the control
@@ -58,8 +64,20 @@ const (
 	Error
 )
 
+var kindNames = [...]string{"Initialize", "Ready", "BeginDrain", "DrainComplete", "Error"}
+
+// String returns the kind's name, or "Kind(n)" for an unknown value.
+func (k Kind) String() string {
+	if k >= 0 && int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// String returns the event's kind, with the error of an Error event:
+// "Error(reason)".
 func (e Event) String() string {
-	name := [...]string{"Initialize", "Ready", "BeginDrain", "DrainComplete", "Error"}[e.Kind]
+	name := e.Kind.String()
 	if e.Err != nil {
 		return name + "(" + e.Err.Error() + ")"
 	}

@@ -30,8 +30,14 @@ const (
 	Failed
 )
 
+var stateNames = [...]string{"Created", "Counting", "Recovering", "Done", "Failed"}
+
+// String returns the state's name, or "State(n)" for an unknown value.
 func (s State) String() string {
-	return [...]string{"Created", "Counting", "Recovering", "Done", "Failed"}[s]
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("State(%d)", int(s))
 }
 
 // Event is fed to the FSM.
@@ -50,8 +56,18 @@ const (
 	Resume
 )
 
-func (k Kind) String() string { return [...]string{"Start", "Finished", "Error", "Resume"}[k] }
+var kindNames = [...]string{"Start", "Finished", "Error", "Resume"}
 
+// String returns the kind's name, or "Kind(n)" for an unknown value.
+func (k Kind) String() string {
+	if k >= 0 && int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// String returns the event's kind, with the error of an Error event:
+// "Error(reason)".
 func (e Event) String() string {
 	if e.Err != nil {
 		return e.Kind.String() + "(" + e.Err.Error() + ")"
