@@ -17,8 +17,8 @@ const (
 	// maxBuffer caps the buffers a caller sizes (the control queue, a
 	// Changes stream): they are allocated up front, and an absurd size
 	// must not crash the program.
-	maxBuffer = 1 << 16
-	defaultControlCap  = 16
+	maxBuffer         = 1 << 16
+	defaultControlCap = 16
 )
 
 // An Option configures [Run] and [Start]. Options apply in order, so a later
