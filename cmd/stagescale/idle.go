@@ -8,29 +8,9 @@ import (
 	"time"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/internal/scalereport"
 	"github.com/stagefsm/stagefsm/stage"
 )
-
-// idleResult is what one idle scenario measured.
-type idleResult struct {
-	Name   string `json:"name"`
-	Stages int    `json:"stages"`
-	// Start is the time from the first start to every stage waiting
-	// (for the pipeline: building it and Pipeline.Start).
-	Start time.Duration `json:"start_ns"`
-	// Drain is the time from the signal to end to every stage finished.
-	Drain time.Duration `json:"drain_ns"`
-	// Bytes per idle stage, after collections: heap objects and stacks.
-	BytesPerStage float64 `json:"bytes_per_stage"`
-	HeapPerStage  float64 `json:"heap_per_stage"`
-	StackPerStage float64 `json:"stack_per_stage"`
-	// IdleCPU is the process's CPU time over Interval with every stage
-	// idle; BaselineCPU the same before any stage existed.
-	IdleCPU     time.Duration `json:"idle_cpu_ns"`
-	BaselineCPU time.Duration `json:"baseline_cpu_ns"`
-	Interval    time.Duration `json:"interval_ns"`
-	CPUKnown    bool          `json:"cpu_known"`
-}
 
 // settle is how long a scenario waits, once every stage has been started,
 // for the last goroutines to reach their blocking point.
@@ -39,8 +19,8 @@ const settle = 100 * time.Millisecond
 // idleGates starts n gate stages under stagefsm.Start, each with its own
 // machine from build, lets them all block at their gate, measures them, and
 // opens every gate.
-func idleGates(name string, n int, build func(gateState) (gateMachine, error), cfg config, profile string) (idleResult, error) {
-	r := idleResult{Name: name, Stages: n, Interval: cfg.idle, BaselineCPU: cfg.baselineCPU}
+func idleGates(name string, n int, build func(gateState) (gateMachine, error), cfg config, profile string) (scalereport.Idle, error) {
+	r := scalereport.Idle{Name: name, Stages: n, Interval: cfg.idle, BaselineCPU: cfg.baselineCPU}
 	ctx := context.Background()
 	sup := &gateStage{build: build}
 	stages := make([]*stagefsm.Stage[gateState, gateEvent], n)
@@ -56,7 +36,7 @@ func idleGates(name string, n int, build func(gateState) (gateMachine, error), c
 	r.Start = time.Since(start)
 	time.Sleep(settle)
 
-	r.measure(before, n, cfg, profile)
+	measureIdle(&r, before, n, cfg, profile)
 
 	start = time.Now()
 	for _, st := range stages {
@@ -77,8 +57,8 @@ func idleGates(name string, n int, build func(gateState) (gateMachine, error), c
 // for input, n-2 transforms, a sink —, starts it, lets every stage block on
 // its input, measures them, and ends the input so that end of input drains
 // the stages in order.
-func idlePipeline(n int, cfg config, profile string) (idleResult, error) {
-	r := idleResult{Name: "stage.Pipeline stage", Stages: n, Interval: cfg.idle, BaselineCPU: cfg.baselineCPU}
+func idlePipeline(n int, cfg config, profile string) (scalereport.Idle, error) {
+	r := scalereport.Idle{Name: "stage.Pipeline stage", Stages: n, Interval: cfg.idle, BaselineCPU: cfg.baselineCPU}
 	ctx := context.Background()
 	release := make(chan struct{})
 
@@ -96,7 +76,7 @@ func idlePipeline(n int, cfg config, profile string) (idleResult, error) {
 	r.Start = time.Since(start)
 	time.Sleep(settle)
 
-	r.measure(before, n, cfg, profile)
+	measureIdle(&r, before, n, cfg, profile)
 
 	start = time.Now()
 	close(release)
@@ -132,7 +112,7 @@ func buildIdlePipeline(n int, release <-chan struct{}) *stage.Pipeline {
 
 // measure records the memory the n idle stages hold, writes a heap
 // profile if asked, and measures the CPU the process uses while they idle.
-func (r *idleResult) measure(before memory, n int, cfg config, profile string) {
+func measureIdle(r *scalereport.Idle, before memory, n int, cfg config, profile string) {
 	after := settledMemory()
 	r.HeapPerStage, r.StackPerStage, r.BytesPerStage = perUnit(before, after, n)
 	if profile != "" {

@@ -50,9 +50,10 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/pprof"
-	"strconv"
 	"text/tabwriter"
 	"time"
+
+	"github.com/stagefsm/stagefsm/internal/scalereport"
 )
 
 // Targets of the issues, checked in the report.
@@ -70,18 +71,6 @@ type config struct {
 	ticks       int
 	idle        time.Duration
 	baselineCPU time.Duration
-}
-
-// report is everything stagescale measured; -json prints it.
-type report struct {
-	GoVersion  string       `json:"go_version"`
-	GOOS       string       `json:"goos"`
-	GOARCH     string       `json:"goarch"`
-	NumCPU     int          `json:"num_cpu"`
-	GOMAXPROCS int          `json:"gomaxprocs"`
-	Idle       []idleResult `json:"idle"`
-	Runs       runsResult   `json:"runs"`
-	Elapsed    float64      `json:"elapsed_s"`
 }
 
 func main() {
@@ -121,7 +110,7 @@ func main() {
 		enc.SetIndent("", "  ")
 		err = enc.Encode(rep)
 	} else {
-		err = rep.print(os.Stdout)
+		err = printReport(rep, os.Stdout)
 	}
 	if err != nil {
 		fail(err, 1)
@@ -139,8 +128,8 @@ var scenarios = []string{"start", "mealy", "pipeline", "runs"}
 // result is what one scenario measured: Idle for the idle scenarios, Runs
 // for the concurrent Runs.
 type result struct {
-	Idle *idleResult `json:"idle,omitempty"`
-	Runs *runsResult `json:"runs,omitempty"`
+	Idle *scalereport.Idle `json:"idle,omitempty"`
+	Runs *scalereport.Runs `json:"runs,omitempty"`
 }
 
 // runScenario runs the scenario name in this process. An idle scenario
@@ -167,7 +156,7 @@ func runScenario(name string, cfg config, profile string) (result, error) {
 		return result{}, fmt.Errorf("unknown scenario %q (want one of %v)", name, scenarios)
 	}
 	cfg.baselineCPU, _ = idleCPU(cfg.idle)
-	var r idleResult
+	var r scalereport.Idle
 	var err error
 	if build == nil {
 		r, err = idlePipeline(cfg.stages, cfg, profile)
@@ -188,9 +177,9 @@ var scenarioNames = map[string]string{
 // none inherits the goroutines, stacks or heap of another (the runtime
 // reuses the descriptors of ended goroutines and sizes new stacks after
 // the ones it has seen). Progress goes to progress.
-func measure(cfg config, profile string, progress io.Writer) (*report, error) {
+func measure(cfg config, profile string, progress io.Writer) (*scalereport.Report, error) {
 	begin := time.Now()
-	rep := &report{
+	rep := &scalereport.Report{
 		GoVersion: runtime.Version(), GOOS: runtime.GOOS, GOARCH: runtime.GOARCH,
 		NumCPU: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0),
 	}
@@ -206,7 +195,7 @@ func measure(cfg config, profile string, progress io.Writer) (*report, error) {
 		if name == "runs" {
 			n = cfg.runs
 		}
-		fmt.Fprintf(progress, "%s: %s ...\n", scenarioNames[name], thousands(int64(n)))
+		fmt.Fprintf(progress, "%s: %s ...\n", scenarioNames[name], scalereport.Thousands(int64(n)))
 		args := []string{"-scenario", name, "-stages", fmt.Sprint(cfg.stages), "-runs", fmt.Sprint(cfg.runs), "-idle", cfg.idle.String()}
 		if profile != "" {
 			args = append(args, "-memprofile", profile)
@@ -232,16 +221,16 @@ func measure(cfg config, profile string, progress io.Writer) (*report, error) {
 	return rep, nil
 }
 
-// print writes the report as aligned tables.
-func (rep *report) print(w io.Writer) error {
+// printReport writes the report as aligned tables.
+func printReport(rep *scalereport.Report, w io.Writer) error {
 	fmt.Fprintf(w, "stagescale: %s %s/%s, %d CPUs (GOMAXPROCS %d), %.1fs\n\n",
 		rep.GoVersion, rep.GOOS, rep.GOARCH, rep.NumCPU, rep.GOMAXPROCS, rep.Elapsed)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "idle stages\tstages\tstart\tdrain\tbytes/stage\tstack\theap\tidle CPU\tbaseline CPU\t")
 	for _, r := range rep.Idle {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
-			r.Name, thousands(int64(r.Stages)), round(r.Start), round(r.Drain),
-			thousands(int64(r.BytesPerStage)), thousands(int64(r.StackPerStage)), thousands(int64(r.HeapPerStage)),
+			r.Name, scalereport.Thousands(int64(r.Stages)), round(r.Start), round(r.Drain),
+			scalereport.Thousands(int64(r.BytesPerStage)), scalereport.Thousands(int64(r.StackPerStage)), scalereport.Thousands(int64(r.HeapPerStage)),
 			cpu(r.IdleCPU, r.CPUKnown), cpu(r.BaselineCPU, r.CPUKnown))
 	}
 	if err := tw.Flush(); err != nil {
@@ -254,45 +243,39 @@ func (rep *report) print(w io.Writer) error {
 		fmt.Fprintln(w)
 		fmt.Fprintln(tw, "concurrent Runs\ttransitions each\tspawn\trun\truns/s\tbytes/Run waiting\tpeak memory\t")
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n",
-			thousands(int64(r.Runs)), r.Transitions, round(r.Spawn), round(r.Run),
-			rate(r.Runs, r.Run), thousands(int64(r.BytesPerRun)), mib(r.Peak))
+			scalereport.Thousands(int64(r.Runs)), r.Transitions, round(r.Spawn), round(r.Run),
+			rate(r.Runs, r.Run), scalereport.Thousands(int64(r.BytesPerRun)), mib(r.Peak))
 		if err := tw.Flush(); err != nil {
 			return err
 		}
 	}
 	fmt.Fprintln(w)
-	for _, v := range rep.verdicts() {
+	for _, v := range verdicts(rep) {
 		fmt.Fprintln(w, v)
 	}
 	return nil
 }
 
 // verdicts states the scale targets of the issues as met or missed.
-func (rep *report) verdicts() []string {
+func verdicts(rep *scalereport.Report) []string {
 	var out []string
 	for _, r := range rep.Idle {
 		verdict := "met"
 		if r.BytesPerStage > targetBytesPerStage {
 			verdict = "MISSED"
 		}
-		out = append(out, fmt.Sprintf("%-34s ≤ 4 KiB per idle stage: %s (%s bytes)", r.Name, verdict, thousands(int64(r.BytesPerStage))))
+		out = append(out, fmt.Sprintf("%-34s ≤ 4 KiB per idle stage: %s (%s bytes)", r.Name, verdict, scalereport.Thousands(int64(r.BytesPerStage))))
 		if !r.CPUKnown {
 			out = append(out, fmt.Sprintf("%-34s ~0 CPU while idle: unknown (no getrusage)", r.Name))
 			continue
 		}
 		verdict = "met"
-		if r.excessCPU() > targetIdleCPU {
+		if r.ExcessCPU() > targetIdleCPU {
 			verdict = "MISSED"
 		}
-		out = append(out, fmt.Sprintf("%-34s ~0 CPU while idle: %s (%s per second above the baseline)", r.Name, verdict, r.excessCPU()))
+		out = append(out, fmt.Sprintf("%-34s ~0 CPU while idle: %s (%s per second above the baseline)", r.Name, verdict, r.ExcessCPU()))
 	}
 	return out
-}
-
-// excessCPU is the idle interval's CPU above the baseline, per second.
-func (r idleResult) excessCPU() time.Duration {
-	d := max(r.IdleCPU-r.BaselineCPU, 0)
-	return time.Duration(float64(d) / r.Interval.Seconds())
 }
 
 func writeHeapProfile(path string) {
@@ -328,23 +311,10 @@ func cpu(d time.Duration, known bool) string {
 
 func mib(b uint64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 
-// thousands formats n with comma separators.
-func thousands(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	sign := ""
-	if n < 0 {
-		sign, s = "-", s[1:]
-	}
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return sign + s
-}
-
 // rate formats n per d, or "-" when d is too short to tell.
 func rate(n int, d time.Duration) string {
 	if d <= 0 {
 		return "-"
 	}
-	return thousands(int64(float64(n) / d.Seconds()))
+	return scalereport.Thousands(int64(float64(n) / d.Seconds()))
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/stagefsm/stagefsm/internal/scalereport"
 )
 
 func TestMain(m *testing.M) {
@@ -23,7 +25,7 @@ func TestMain(m *testing.M) {
 func TestScenarios(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := config{stages: 50, runs: 200, ticks: 10, idle: 10 * time.Millisecond}
-		rep := &report{}
+		rep := &scalereport.Report{}
 		for _, name := range scenarios {
 			res, err := runScenario(name, cfg, "")
 			require.NoError(t, err, name)
@@ -43,7 +45,7 @@ func TestScenarios(t *testing.T) {
 		assert.Positive(t, rep.Runs.BytesPerRun)
 
 		var out bytes.Buffer
-		require.NoError(t, rep.print(&out))
+		require.NoError(t, printReport(rep, &out))
 		for _, want := range []string{"stagefsm.Start, hand-written FSM", "stagefsm.Start, mealy FSM", "stage.Pipeline stage", "≤ 4 KiB per idle stage", "~0 CPU while idle"} {
 			assert.Contains(t, out.String(), want)
 		}
@@ -57,7 +59,7 @@ func TestUnknownScenario(t *testing.T) {
 
 func TestThousands(t *testing.T) {
 	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 123456789: "123,456,789", -4096: "-4,096", math.MinInt64: "-9,223,372,036,854,775,808"} {
-		assert.Equal(t, want, thousands(n))
+		assert.Equal(t, want, scalereport.Thousands(n))
 	}
 }
 

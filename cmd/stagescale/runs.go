@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/internal/scalereport"
 	"github.com/stagefsm/stagefsm/mealy"
 )
 
@@ -111,27 +112,10 @@ func (s *counterStage) DispatchState(ctx context.Context, st counterState, c *co
 	}
 }
 
-// runsResult is what the concurrent Runs scenario measured.
-type runsResult struct {
-	Runs        int `json:"runs"`
-	Transitions int `json:"transitions_per_run"`
-	// Spawn is the time to start every Run and have it wait at the
-	// barrier; Run the time from the barrier's release to the last Run's
-	// return.
-	Spawn time.Duration `json:"spawn_ns"`
-	Run   time.Duration `json:"run_ns"`
-	// BytesPerRun is the memory of one Run waiting at the barrier (heap
-	// and stack, after collections).
-	BytesPerRun float64 `json:"bytes_per_run"`
-	// Peak is the most memory the runtime held from the OS during the
-	// scenario, above what it held before.
-	Peak uint64 `json:"peak_bytes"`
-}
-
 // concurrentRuns runs n stagefsm.Run calls of the counter stage at once,
 // each on its own goroutine, to completion.
-func concurrentRuns(n, ticks int) (runsResult, error) {
-	r := runsResult{Runs: n, Transitions: ticks + 2}
+func concurrentRuns(n, ticks int) (scalereport.Runs, error) {
+	r := scalereport.Runs{Runs: n, Transitions: ticks + 2}
 	sup, err := newCounterStage(ticks)
 	if err != nil {
 		return r, err

@@ -23,6 +23,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/stagefsm/stagefsm/internal/scalereport"
 )
 
 const module = "github.com/stagefsm/stagefsm"
@@ -68,7 +70,7 @@ func run(m meta, rawPath, statPath, scalePath string, out io.Writer) error {
 	if len(res.byKey) == 0 {
 		return fmt.Errorf("%s: no benchmark results", rawPath)
 	}
-	var sc *scale
+	var sc *scalereport.Report
 	if scalePath != "" {
 		if sc, err = readScale(scalePath); err != nil {
 			return fmt.Errorf("%s: %w", scalePath, err)
@@ -85,7 +87,7 @@ func run(m meta, rawPath, statPath, scalePath string, out io.Writer) error {
 	return w.Flush()
 }
 
-func write(w io.Writer, m meta, res *results, sc *scale, stat []byte) {
+func write(w io.Writer, m meta, res *results, sc *scalereport.Report, stat []byte) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("# Benchmarks")
 	p("")
@@ -154,7 +156,7 @@ func write(w io.Writer, m meta, res *results, sc *scale, stat []byte) {
 // step with BENCHSTAT_VERSION there).
 const benchstatVersion = "v0.0.0-20260908200009-22c9c6c9d4da"
 
-func writeScale(p func(string, ...any), sc *scale) {
+func writeScale(p func(string, ...any), sc *scalereport.Report) {
 	p("## Scale: idle stages and concurrent Runs")
 	p("")
 	p("From `go run ./cmd/stagescale` (each scenario in a fresh process; %s; %.0fs in all).", sc.GoVersion, sc.Elapsed)
@@ -165,9 +167,9 @@ func writeScale(p func(string, ...any), sc *scale) {
 	p("| idle stages | stages | start all | drain all | bytes/stage | stack | heap | idle CPU | no-stage CPU |")
 	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, i := range sc.Idle {
-		p("| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s |", i.Name, thousands(int64(i.Stages)),
-			dur(i.Start), dur(i.Drain), thousands(int64(i.BytesPerStage)), thousands(int64(i.StackPerStage)),
-			thousands(int64(i.HeapPerStage)), cpu(i.IdleCPU), i.Interval, cpu(i.BaselineCPU), i.Interval)
+		p("| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s |", i.Name, scalereport.Thousands(int64(i.Stages)),
+			dur(i.Start), dur(i.Drain), scalereport.Thousands(int64(i.BytesPerStage)), scalereport.Thousands(int64(i.StackPerStage)),
+			scalereport.Thousands(int64(i.HeapPerStage)), cpu(i.IdleCPU), i.Interval, cpu(i.BaselineCPU), i.Interval)
 	}
 	p("")
 	p("- *stagefsm.Start*: stages blocked in a `ControlBlock` state waiting for a control event (a start")
@@ -182,10 +184,10 @@ func writeScale(p func(string, ...any), sc *scale) {
 		p("|--:|--:|--:|--:|--:|--:|--:|")
 		rate := "-"
 		if r.Run > 0 {
-			rate = thousands(int64(float64(r.Runs) / r.Run.Seconds()))
+			rate = scalereport.Thousands(int64(float64(r.Runs) / r.Run.Seconds()))
 		}
-		p("| %s | %d | %s | %s | %s | %s | %.0f MiB |", thousands(int64(r.Runs)), r.Transitions, dur(r.Spawn), dur(r.Run),
-			rate, thousands(int64(r.BytesPerRun)), float64(r.Peak)/(1<<20))
+		p("| %s | %d | %s | %s | %s | %s | %.0f MiB |", scalereport.Thousands(int64(r.Runs)), r.Transitions, dur(r.Spawn), dur(r.Run),
+			rate, scalereport.Thousands(int64(r.BytesPerRun)), float64(r.Peak)/(1<<20))
 		p("")
 		p("- Each `stagefsm.Run` (a small mealy stage) runs on its own goroutine; all wait at a barrier in")
 		p("  their first dispatch, then count to 10 and terminate. Peak memory: the most the runtime held")
@@ -334,7 +336,7 @@ func num(v float64) string {
 	case a < 1000 && v == math.Trunc(v):
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case a >= 1000:
-		return thousands(int64(v + 0.5))
+		return scalereport.Thousands(int64(v + 0.5))
 	case a >= 100:
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case a >= 10:
@@ -349,18 +351,6 @@ func abs(v float64) float64 {
 		return -v
 	}
 	return v
-}
-
-func thousands(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	sign := ""
-	if n < 0 {
-		sign, s = "-", s[1:]
-	}
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return sign + s
 }
 
 func dur(d time.Duration) string {

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/stagefsm/stagefsm/internal/scalereport"
 )
 
 // Verdicts of a target.
@@ -20,7 +22,7 @@ type target struct {
 	issue string
 	what  string
 	// eval returns the figure that decides the target and the verdict.
-	eval func(r *results, s *scale) (figure, verdict string)
+	eval func(r *results, s *scalereport.Report) (figure, verdict string)
 }
 
 // absent is the verdict of a target whose benchmarks did not run.
@@ -101,8 +103,8 @@ func ratioVerdict(q, lo, hi, limit float64) string {
 }
 
 // ratioTarget is a target "a ≤ limit × b" in unit.
-func ratioTarget(pkg, a, b, unit string, limit float64) func(*results, *scale) (string, string) {
-	return func(r *results, _ *scale) (string, string) {
+func ratioTarget(pkg, a, b, unit string, limit float64) func(*results, *scalereport.Report) (string, string) {
+	return func(r *results, _ *scalereport.Report) (string, string) {
 		x, y := r.get(pkg, a), r.get(pkg, b)
 		q, lo, hi, ok := pairedRatio(x, y, unit, unit)
 		if !ok {
@@ -114,8 +116,8 @@ func ratioTarget(pkg, a, b, unit string, limit float64) func(*results, *scale) (
 }
 
 // zeroAllocs is a target "0 allocs/op" for the named benchmarks.
-func zeroAllocs(pkg string, names ...string) func(*results, *scale) (string, string) {
-	return func(r *results, _ *scale) (string, string) {
+func zeroAllocs(pkg string, names ...string) func(*results, *scalereport.Report) (string, string) {
+	return func(r *results, _ *scalereport.Report) (string, string) {
 		most, ok := maxAllocs(r, pkg, names...)
 		if !ok {
 			return absent(names...)
@@ -134,7 +136,7 @@ var targets = []target{
 	{"#3", "`mealy`: steady-state `Handle` with a static action list, 0 allocs/op",
 		zeroAllocs("mealy", "Handle/To", "Handle/ToTimed", "Handle/Stay", "Handle/Choose")},
 	{"#3", "`Run` over `mealy` ≤ 4× the hand-rolled baseline (same file, same run)",
-		func(r *results, s *scale) (string, string) {
+		func(r *results, s *scalereport.Report) (string, string) {
 			fig, verdict := ratioTarget("mealy", "RunMealy", "Baseline", "ns/op", 4)(r, s)
 			if q, ok := ratioOf(r, "mealy", "RunMealy", "BaselineMealy", "ns/op"); ok {
 				fig += fmt.Sprintf("; against the same hand-rolled loop over the mealy machine (BaselineMealy): %s×", num(q))
@@ -142,7 +144,7 @@ var targets = []target{
 			return fig, verdict
 		}},
 	{"#3", "looplab adapter: `Handle` ≤ 1.25× looplab's bare `Event`",
-		func(r *results, s *scale) (string, string) {
+		func(r *results, s *scalereport.Report) (string, string) {
 			il := r.get(".", "LooplabHandle/interleaved")
 			seq, seqOK := ratioOf(r, ".", "LooplabHandle/adapter", "LooplabHandle/bare-Event", "ns/op")
 			if !il.has("adapter/bare") {
@@ -160,7 +162,7 @@ var targets = []target{
 			return fig, ratioVerdict(q, lo, hi, 1.25)
 		}},
 	{"#3", "looplab adapter: no allocations of its own beyond looplab's",
-		func(r *results, _ *scale) (string, string) {
+		func(r *results, _ *scalereport.Report) (string, string) {
 			a, okA := maxAllocs(r, ".", "LooplabHandle/adapter")
 			b, okB := maxAllocs(r, ".", "LooplabHandle/bare-Event")
 			if !okA || !okB {
@@ -169,7 +171,7 @@ var targets = []target{
 			return fmt.Sprintf("%s allocs/op (adapter) vs %s (bare Event)", num(a), num(b)), atMost(a, b)
 		}},
 	{"#4", "Observer: 0 allocs/op in the Transition benchmark when none is set",
-		func(r *results, s *scale) (string, string) {
+		func(r *results, s *scalereport.Report) (string, string) {
 			fig, verdict := zeroAllocs(".", "LoopTransition")(r, s)
 			if q, ok := ratioOf(r, ".", "LoopTransitionObserver", "LoopTransition", "ns/op"); ok {
 				fig += fmt.Sprintf("; with an observer set: %s× the time, %s allocs/op", num(q), num(r.get(".", "LoopTransitionObserver").median("allocs/op")))
@@ -177,7 +179,7 @@ var targets = []target{
 			return fig, verdict
 		}},
 	{"#5", "`Pipeline`: per-item cost ≤ 1.0× a bare 3-goroutine channel pipeline (cap 128); must not exceed 2×",
-		func(r *results, _ *scale) (string, string) {
+		func(r *results, _ *scalereport.Report) (string, string) {
 			pi := r.get("stage", "PerItem")
 			if !pi.has("ratio") {
 				return absent("PerItem")
@@ -192,7 +194,7 @@ var targets = []target{
 			return fig, ratioVerdict(q, lo, hi, 1)
 		}},
 	{"#5", "Memory per idle stage measured and reported",
-		func(r *results, s *scale) (string, string) {
+		func(r *results, s *scalereport.Report) (string, string) {
 			var parts []string
 			if b := r.get("stage", "IdleStageMemory"); b.has("bytes/stage") {
 				parts = append(parts, fmt.Sprintf("%s bytes/stage (BenchmarkIdleStageMemory, 1,002 stages, measured right after Start)", num(b.median("bytes/stage"))))
@@ -208,7 +210,7 @@ var targets = []target{
 			return strings.Join(parts, "; "), reported
 		}},
 	{"#5, #7", "10,000 idle stages: ≤ 4 KiB each, goroutine included",
-		func(_ *results, s *scale) (string, string) {
+		func(_ *results, s *scalereport.Report) (string, string) {
 			if s == nil || len(s.Idle) == 0 {
 				return "stagescale did not run", notMeasured
 			}
@@ -223,7 +225,7 @@ var targets = []target{
 			return strings.Join(parts, "; "), verdict
 		}},
 	{"#5, #7", "10,000 idle stages: CPU while idle indistinguishable from zero",
-		func(_ *results, s *scale) (string, string) {
+		func(_ *results, s *scalereport.Report) (string, string) {
 			if s == nil || len(s.Idle) == 0 {
 				return "stagescale did not run", notMeasured
 			}
@@ -233,7 +235,7 @@ var targets = []target{
 				if !i.CPUKnown {
 					return "no getrusage on this platform", notMeasured
 				}
-				ex := excessCPU(i.IdleCPU, i.BaselineCPU, i.Interval)
+				ex := i.ExcessCPU()
 				parts = append(parts, fmt.Sprintf("%s: %s over %s (no stage: %s)", i.Name, cpu(i.IdleCPU), i.Interval, cpu(i.BaselineCPU)))
 				if ex > time.Millisecond {
 					verdict = missed
