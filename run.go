@@ -184,8 +184,10 @@ func (l *loop[S, E, C, A]) stop() {
 // Terminate).
 //
 // An iteration checks ctx, then picks the event to feed the machine: the
-// state timeout's if it is due, else the one of the Transition that
-// dispatch returned (the other directives are obeyed on the spot). Feeding
+// state timeout's if it is due, else a control event the state takes
+// (under Start; see control, which may also wait or end the loop), else
+// the one of the Transition that dispatch returned (the other directives
+// are obeyed on the spot). Feeding
 // it commits the next state (see refresh) and executes the actions in
 // order; the first that fails is routed from the state just entered.
 //
