@@ -28,7 +28,8 @@
 // or after the pipeline dead-lettered it and [DeadLetter] settled it. A
 // worker that stops or crashes leaves its messages unacknowledged, and
 // JetStream redelivers them to the other workers (at once for those it
-// handed back, after the consumer's AckWait for the others).
+// handed back — 250ms later for those still arriving as it stopped — and
+// after the consumer's AckWait for the others).
 //
 // Effectively once in the output: a [Source] gives each message an ID
 // derived from its place in the input stream ("<stream>:<sequence>"), and

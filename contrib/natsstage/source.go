@@ -22,8 +22,9 @@ const (
 	// nothing and holds nothing; it bounds how late a drain request is seen.
 	pollWait = 50 * time.Millisecond
 	// fetchWait is how long one pull request waits on the server for
-	// messages; an idle source sends one request per fetchWait.
-	fetchWait = 5 * time.Second
+	// messages: an idle source sends one request per fetchWait, and Close
+	// waits up to fetchWait for the request under way to end.
+	fetchWait = 250 * time.Millisecond
 	// The request that checks JetStream after an error waits this long at
 	// most, and at least the minimum even when the outage budget is spent.
 	probeTimeout    = time.Second
@@ -56,8 +57,9 @@ var (
 // blocking; when nothing has, and the stage holds nothing, it waits briefly
 // (50ms) for a message, so an idle source costs little and a drain request
 // is seen quickly. Messages prefetched but not emitted when the Source
-// closes are handed back to JetStream (negatively acknowledged) for
-// immediate redelivery.
+// closes — including those of the pull request under way, which Close lets
+// end (250ms at most) rather than cut short — are handed back to JetStream
+// (negatively acknowledged) for immediate redelivery.
 //
 // Connection loss and a server restart are ridden out for up to
 // [WithMaxOutage] (the client reconnects and the consumer resumes);
@@ -79,7 +81,6 @@ type Source struct {
 	cons      jetstream.Consumer
 	msgs      chan jetstream.Msg // prefetched messages, filled by pull
 	stop      chan struct{}      // closed by Close: pull gives back what it holds
-	cancel    context.CancelFunc // ends pull's current request
 	pulled    chan struct{}      // closed when pull has returned
 	timer     *time.Timer
 	idle      bool
@@ -134,10 +135,8 @@ func (s *Source) Open(ctx context.Context) error {
 	s.pulled = make(chan struct{})
 	s.timer = time.NewTimer(pollWait)
 	s.timer.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
 	s.opened = true
-	go s.pull(ctx)
+	go s.pull()
 	return nil
 }
 
@@ -147,23 +146,29 @@ func (s *Source) Open(ctx context.Context) error {
 // skipped there, leaving the consumer idle until the heartbeat check
 // (twice the heartbeat, 30 seconds by default) notices. One request at a
 // time, made here, has no such gap.
-func (s *Source) pull(ctx context.Context) {
+//
+// A request is never cut short, not even when the source closes: the
+// client drops the messages of a cancelled request that are still on
+// their way, and JetStream would redeliver them only after the consumer's
+// AckWait. Each request ends by itself instead — with its batch, or when
+// the server expires it after fetchWait (or the client gives up a second
+// later, when the server is unreachable) — and hold hands back to
+// JetStream what it brings once the source is closing.
+func (s *Source) pull() {
 	defer close(s.pulled)
 	backoff := retryBackoffMin
-	for ctx.Err() == nil {
-		fctx, cancel := context.WithTimeout(ctx, fetchWait)
-		batch, err := s.cons.Fetch(s.o.prefetch, jetstream.FetchContext(fctx))
+	for !s.stopping() {
+		batch, err := s.cons.Fetch(s.o.prefetch, jetstream.FetchMaxWait(fetchWait))
 		if err == nil {
 			for m := range batch.Messages() {
 				s.hold(m)
 			}
 			err = batch.Error()
 		}
-		cancel()
 		switch {
-		case ctx.Err() != nil:
+		case s.stopping():
 			return
-		case err == nil || errors.Is(err, context.DeadlineExceeded):
+		case err == nil:
 			backoff = retryBackoffMin // the request ended or expired
 			continue
 		case errors.Is(err, nats.ErrConnectionClosed):
@@ -173,20 +178,34 @@ func (s *Source) pull(ctx context.Context) {
 		s.noteErr(err)
 		select {
 		case <-time.After(backoff):
-		case <-ctx.Done():
+		case <-s.stop:
 			return
 		}
 		backoff = min(2*backoff, retryBackoffMax)
 	}
 }
 
+// stopping reports whether the source is closing.
+func (s *Source) stopping() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
 // hold passes a message to Next, or gives it back to JetStream if the
-// source is closing.
+// source is closing. A message given back while the request is still
+// open is redelivered after fetchWait, not at once: JetStream would
+// otherwise send it straight back into that same request, again and
+// again, each time counting one more delivery towards the consumer's
+// MaxDeliver.
 func (s *Source) hold(m jetstream.Msg) {
 	select {
 	case s.msgs <- m:
 	case <-s.stop:
-		s.settled(&s.stats.released, m.Nak()) // never emitted: back to JetStream
+		s.settled(&s.stats.released, m.NakWithDelay(fetchWait)) // never emitted: back to JetStream
 	}
 }
 
@@ -339,19 +358,21 @@ func (s *Source) unavailable(why string) error {
 	return fmt.Errorf("%w: consumer %s/%s: %s: %w", ErrUnavailable, s.stream, s.consumer, why, last)
 }
 
-// Close ends the pull request under way, waits for the source's goroutine
-// to return, and hands the messages received but not emitted back to
-// JetStream for immediate redelivery. Messages already emitted are settled
-// by the pipeline, not here; messages still in transit from the server
-// when the request ends come back after the consumer's AckWait. Calling
-// Close again, or on a Source never opened, does nothing. It returns nil.
+// Close stops the source's goroutine and hands every message received but
+// not emitted back to JetStream for immediate redelivery: those prefetched,
+// and those the pull request under way brings until it ends (redelivered
+// after 250ms, so that they do not come back into that request). Close waits
+// for that request to end by itself (it is not cancelled, so that none of
+// its messages is lost on the way): up to 250ms, a second more when
+// JetStream is unreachable. Messages already emitted are settled by the
+// pipeline, not here. Calling Close again, or on a Source never opened,
+// does nothing. It returns nil.
 func (s *Source) Close() error {
 	if !s.opened {
 		return nil
 	}
 	s.opened = false
 	close(s.stop)
-	s.cancel()
 	<-s.pulled
 	for range len(s.msgs) {
 		s.settled(&s.stats.released, (<-s.msgs).Nak())
