@@ -211,23 +211,15 @@ func (l *loop[S, E, C, A]) iterate(ctx context.Context) (done bool, err error) {
 		}
 
 		var event E
-		source, timedOut, dctx := sourceDispatch, false, ctx
-		if l.armed {
-			timedOut, dctx = l.timeoutDue(ctx)
-		}
-		if !timedOut && l.ctl.queue != nil && l.ctl.mode != ControlIgnore {
-			ev, from, done, err := l.control(ctx)
-			switch from {
-			case sourceNone: // waited, or the loop is over
+		source, dctx := sourceDispatch, ctx
+		if l.armed || l.ctl.queue != nil {
+			var done bool
+			var err error
+			if event, source, dctx, done, err = l.beforeDispatch(ctx); source == sourceNone {
 				return done, err
-			case sourceControl, sourceClosure:
-				event, source = ev, from
 			}
 		}
-		switch {
-		case timedOut:
-			event, source = l.timeoutEvent, sourceTimeout
-		case source == sourceDispatch:
+		if source == sourceDispatch {
 			l.site = siteDispatch
 			d, err := l.h.DispatchState(dctx, l.state, l.c)
 			if err != nil || d.kind == kindInvalid {
@@ -301,6 +293,28 @@ func (l *loop[S, E, C, A]) iterate(ctx context.Context) (done bool, err error) {
 		}
 		l.site, l.failures = siteNone, 0
 	}
+}
+
+// beforeDispatch picks the event of an iteration that needs no dispatch:
+// a due state timeout's (sourceTimeout), else a control event the state
+// takes under Start (sourceControl, sourceClosure; see control). It returns
+// sourceNone when control waited or ended the loop (done, err), and
+// sourceDispatch, with the context dispatch receives, when the iteration
+// dispatches.
+func (l *loop[S, E, C, A]) beforeDispatch(ctx context.Context) (event E, source eventSource, dctx context.Context, done bool, err error) {
+	dctx = ctx
+	if l.armed {
+		var due bool
+		if due, dctx = l.timeoutDue(ctx); due {
+			return l.timeoutEvent, sourceTimeout, ctx, false, nil
+		}
+	}
+	if l.ctl.queue != nil && l.ctl.mode != ControlIgnore {
+		if event, source, done, err = l.control(ctx); source != sourceDispatch {
+			return event, source, dctx, done, err
+		}
+	}
+	return event, sourceDispatch, dctx, false, nil
 }
 
 func (l *loop[S, E, C, A]) logDispatch(d Directive[E]) {
