@@ -275,6 +275,7 @@ func (l *loop[S, E, C, A]) attach(st *Stage[S, E]) error {
 	}
 	l.obs = st.observer(user)
 	l.ctl.queue = st.queue
+	l.preempt = st.queue != nil
 	l.ctl.policy, _ = l.h.(Controlled[S, E])
 	return nil
 }

@@ -119,9 +119,14 @@ type loop[S, E, C any, A Action[C]] struct {
 
 	// The armed state timeout, and the context dispatch receives while it
 	// is armed (nil otherwise); both are cached until the deadline changes.
-	deadline      time.Time
-	timeoutEvent  E
-	armed         bool
+	deadline     time.Time
+	timeoutEvent E
+	armed        bool
+	// preempt is armed || ctl.queue != nil: whether something other than
+	// dispatch may supply an iteration's event (see beforeDispatch). It is
+	// one flag so that the hot path tests one field; whatever sets armed
+	// or ctl.queue must update it.
+	preempt       bool
 	timeoutCtx    context.Context
 	timeoutCancel context.CancelFunc
 
@@ -212,7 +217,7 @@ func (l *loop[S, E, C, A]) iterate(ctx context.Context) (done bool, err error) {
 
 		var event E
 		source, dctx := sourceDispatch, ctx
-		if l.armed || l.ctl.queue != nil {
+		if l.preempt {
 			var done bool
 			var err error
 			if event, source, dctx, done, err = l.beforeDispatch(ctx); source == sourceNone {
@@ -560,6 +565,7 @@ func (l *loop[S, E, C, A]) refreshTimeout() error {
 		l.timeoutCtx, l.timeoutCancel = nil, nil
 	}
 	l.deadline, l.timeoutEvent, l.armed = deadline, event, ok
+	l.preempt = ok || l.ctl.queue != nil
 	return nil
 }
 
