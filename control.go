@@ -329,13 +329,8 @@ func (l *loop[S, E, C, A]) block(ctx context.Context, wake <-chan struct{}) erro
 		if wait <= 0 {
 			return nil
 		}
-		if l.timer == nil {
-			l.timer = time.NewTimer(wait)
-		} else {
-			l.timer.Reset(wait)
-		}
+		due = l.startTimer(wait)
 		defer l.timer.Stop()
-		due = l.timer.C
 	}
 	select {
 	case <-wake:

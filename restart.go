@@ -240,10 +240,7 @@ func (s *Stage[S, E]) restarted(initial S) int {
 	s.restarts++
 	n := s.restarts
 	s.seq0 = s.seq
-	s.state = initial
-	for sub := range s.subs {
-		offerLatest(sub.ch, initial)
-	}
+	s.setState(initial)
 	s.mu.Unlock()
 	s.notifyWaiters(initial)
 	return n

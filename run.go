@@ -499,13 +499,8 @@ func (l *loop[S, E, C, A]) idle(ctx context.Context) error {
 	if wait <= 0 {
 		return nil
 	}
-	if l.timer == nil {
-		l.timer = time.NewTimer(wait)
-	} else {
-		l.timer.Reset(wait)
-	}
 	select {
-	case <-l.timer.C:
+	case <-l.startTimer(wait):
 		return nil
 	case <-l.controlWake():
 		l.timer.Stop()
@@ -514,6 +509,18 @@ func (l *loop[S, E, C, A]) idle(ctx context.Context) error {
 		l.timer.Stop()
 		return l.canceled(ctx, nil)
 	}
+}
+
+// startTimer starts the loop's one timer (made on first use, reused by
+// every wait of the idle backoff and of a blocking control state) to fire
+// after wait, and returns its channel.
+func (l *loop[S, E, C, A]) startTimer(wait time.Duration) <-chan time.Time {
+	if l.timer == nil {
+		l.timer = time.NewTimer(wait)
+	} else {
+		l.timer.Reset(wait)
+	}
+	return l.timer.C
 }
 
 // timeoutDue reports whether the armed state timeout is due, and else

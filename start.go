@@ -182,11 +182,8 @@ func (s *Stage[S, E]) observer(user *Observer[S, E]) *Observer[S, E] {
 func (s *Stage[S, E]) publish(from S, event E, to S, cause error) {
 	s.mu.Lock()
 	s.seq++
-	s.state = to
+	s.setState(to)
 	change := Change[S, E]{Seq: s.seq, From: from, Event: event, To: to, Err: cause, Restarts: s.restarts}
-	for sub := range s.subs {
-		offerLatest(sub.ch, to)
-	}
 	for sub := range s.changes {
 		offerDropOldest(sub.ch, change)
 	}
@@ -204,12 +201,18 @@ func (s *Stage[S, E]) exit(state S) {
 		s.mu.Unlock()
 		return
 	}
+	s.setState(state)
+	s.mu.Unlock()
+	s.notifyWaiters(state)
+}
+
+// setState records state as the latest and offers it to every Subscribe
+// reader, without waiting for any. s.mu must be held.
+func (s *Stage[S, E]) setState(state S) {
 	s.state = state
 	for sub := range s.subs {
 		offerLatest(sub.ch, state)
 	}
-	s.mu.Unlock()
-	s.notifyWaiters(state)
 }
 
 // finish records Run's result and ends every subscription and wait. The
