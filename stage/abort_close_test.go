@@ -58,7 +58,7 @@ func TestAbortClosesOpenedHandlers(t *testing.T) {
 	assert.ErrorIs(t, err, stage.ErrAborted)
 	assert.EqualValues(t, 1, src.closed.Load(), "an aborted stage's handler is closed once")
 	assert.EqualValues(t, 1, sink.closed.Load())
-	var se *stage.StageError
+	var se *stage.Error
 	require.ErrorAs(t, err, &se)
 	assert.ErrorIs(t, err, errClose, "a Close error after an abort is reported")
 }

@@ -75,13 +75,13 @@
 // The failure of one stage drains the others:
 //   - the failed stage sends on what it had produced from the items it
 //     consumed, enters Failed, forwards end of input downstream, and
-//     dead-letters, with [ErrStageFailed], the inputs it had not processed
+//     dead-letters, with [ErrFailed], the inputs it had not processed
 //     and every item that still reaches its input until its upstream ends;
 //   - the source is asked to drain ([Pipeline.Drain]), so upstream stops
 //     producing and finishes what is in flight (into the failed stage's
 //     dead letters);
 //   - downstream stages drain what they have and end Drained;
-//   - [Pipeline.Wait] returns a [*StageError] for the failed stage.
+//   - [Pipeline.Wait] returns a [*Error] for the failed stage.
 //
 // A failure that a stage's loop cannot route (its journal failing to record
 // its completion, a bug in a machine) aborts the pipeline. [Pipeline.Abort]
@@ -100,10 +100,10 @@
 // its input, so upstream never blocks on it: as many items as its input
 // channel holds are parked for the next incarnation, the rest is
 // dead-lettered with
-// [ErrStageRestarted] (which also wraps the failure). Then the stage starts
+// [ErrRestarted] (which also wraps the failure). Then the stage starts
 // again from Created with the same handler (Open runs again) and takes the
 // parked items and its input again. The journal records an
-// [EntryRestart], [StageStats].Restarts counts it. Every item is still
+// [EntryRestart], [Stats].Restarts counts it. Every item is still
 // delivered or dead-lettered exactly once. When the policy gives up, the
 // stage fails as above and [Pipeline.Wait]'s error wraps
 // [stagefsm.ErrRestartIntensity] (or the permanent failure).

@@ -8,17 +8,17 @@ import (
 // ErrFatal is matched (with [errors.Is]) by every error made with [Fatal].
 var ErrFatal = errors.New("stage: fatal handler error")
 
-// ErrStageFailed is the cause of the dead letters a failed stage leaves: the
+// ErrFailed is the cause of the dead letters a failed stage leaves: the
 // items it held and the items that reached its input after it failed. The
 // [*ItemError] names the failed stage.
-var ErrStageFailed = errors.New("stage: stage failed")
+var ErrFailed = errors.New("stage: stage failed")
 
-// ErrStageRestarted is the cause of the dead letters a stage leaves when
+// ErrRestarted is the cause of the dead letters a stage leaves when
 // it fails and is restarted (see [WithRestart]): the items that reached its
 // input while it waited to restart, beyond what could be parked for its
 // next incarnation. The error also wraps the failure (errors.Is sees both),
 // and the [*ItemError] names the restarted stage.
-var ErrStageRestarted = errors.New("stage: stage restarting")
+var ErrRestarted = errors.New("stage: stage restarting")
 
 // ErrAborted is the cause of the dead letters an aborted pipeline leaves
 // (see [Pipeline.Abort]): the items in the stages' hands and in the
@@ -57,7 +57,7 @@ func (e *fatalError) Is(target error) bool { return target == ErrFatal }
 // ItemError is the cause carried by an error item: the stage where the item
 // failed and why. Err wraps the handler's error, a
 // [*github.com/stagefsm/stagefsm.PanicError] for a handler panic,
-// [ErrStageFailed], [ErrStageRestarted] or [ErrAborted].
+// [ErrFailed], [ErrRestarted] or [ErrAborted].
 type ItemError struct {
 	Stage string
 	Err   error
@@ -69,7 +69,7 @@ func (e *ItemError) Error() string { return fmt.Sprintf("stage %s: %v", e.Stage,
 // Unwrap returns Err.
 func (e *ItemError) Unwrap() error { return e.Err }
 
-// StageError is how a stage ended when it did not drain: [Pipeline.Wait]
+// Error is how a stage ended when it did not drain: [Pipeline.Wait]
 // returns it (joined with the others when several stages failed). Err is
 // the failure reason: a fatal handler error, a hook's error, a
 // [*github.com/stagefsm/stagefsm.PanicError] from a hook, [ErrStartupAborted],
@@ -77,13 +77,13 @@ func (e *ItemError) Unwrap() error { return e.Err }
 // [WithRestart] whose policy gave up, an error wrapping
 // [github.com/stagefsm/stagefsm.ErrRestartIntensity] or
 // [github.com/stagefsm/stagefsm.ErrPermanent], and the last failure.
-type StageError struct {
+type Error struct {
 	Stage string
 	Err   error
 }
 
 // Error returns "stage <Stage> failed: " followed by Err's message.
-func (e *StageError) Error() string { return fmt.Sprintf("stage %s failed: %v", e.Stage, e.Err) }
+func (e *Error) Error() string { return fmt.Sprintf("stage %s failed: %v", e.Stage, e.Err) }
 
 // Unwrap returns Err.
-func (e *StageError) Unwrap() error { return e.Err }
+func (e *Error) Unwrap() error { return e.Err }

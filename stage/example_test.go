@@ -82,7 +82,7 @@ func ExampleFatal() {
 	_ = p.Start(context.Background())
 	err := p.Wait(context.Background())
 
-	var se *stage.StageError
+	var se *stage.Error
 	fmt.Println(errors.As(err, &se), se.Stage, errors.Is(err, errDisk), errors.Is(err, stage.ErrFatal))
 	st := p.Stats()
 	for _, s := range st.Stages {
@@ -144,7 +144,7 @@ func ExampleWithRestart() {
 		stage.WithRestart("write", stagefsm.RestartPolicy{MaxRestarts: 3, BackoffInitial: time.Millisecond}),
 		stage.WithDeadLetter(func(it stage.Item[any]) {
 			fmt.Printf("dead letter %q: reset=%v restarting=%v\n", it.Payload,
-				errors.Is(it.Err, errReset), errors.Is(it.Err, stage.ErrStageRestarted))
+				errors.Is(it.Err, errReset), errors.Is(it.Err, stage.ErrRestarted))
 		}))
 	_ = p.Start(context.Background())
 	err := p.Wait(context.Background())

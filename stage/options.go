@@ -143,21 +143,21 @@ func WithLogger(l *zap.Logger) Option {
 //     restarting stage: as many items as its input channel holds when full
 //     ([WithCapacity] × [WithBatchSize]) are parked for the next
 //     incarnation, in order; batches beyond that are dead-lettered with
-//     [ErrStageRestarted], which also wraps the failure (a backoff shorter
+//     [ErrRestarted], which also wraps the failure (a backoff shorter
 //     than the time upstream takes to fill that room loses nothing);
 //   - after the backoff the stage starts again from Created, with the same
 //     handler: its Open hook runs again (after the Close of the failed
 //     incarnation), then it takes the parked items and its input again,
 //     and its output goes on where it was (Seq keeps counting);
-//   - the journal gets an [EntryRestart] entry, and [StageStats].Restarts
+//   - the journal gets an [EntryRestart] entry, and [Stats].Restarts
 //     counts the restart.
 //
 // When the policy gives up — the failure is permanent
 // ([github.com/stagefsm/stagefsm.ErrPermanent]) or restarts are too frequent
 // — the stage fails as it would without a policy (see the package doc): it
 // forwards end of input, the source is asked to drain, the stage
-// dead-letters with [ErrStageFailed] what reaches it until its upstream
-// ends, and [Pipeline.Wait] returns a [*StageError] whose error wraps
+// dead-letters with [ErrFailed] what reaches it until its upstream
+// ends, and [Pipeline.Wait] returns a [*Error] whose error wraps
 // [github.com/stagefsm/stagefsm.ErrRestartIntensity] (when that is why) and
 // the last failure.
 //

@@ -223,14 +223,14 @@ func (p *Pipeline) gates(ctx context.Context) error {
 		select {
 		case err := <-u.openDone:
 			if err != nil {
-				errs = append(errs, &StageError{Stage: u.name, Err: err})
+				errs = append(errs, &Error{Stage: u.name, Err: err})
 			}
 		case <-u.st.Done():
 			err := u.st.Wait(ctx) // done: returns at once; e.g. a restart policy the core rejects
 			if err == nil {
 				err = errStoppedAtStart
 			}
-			errs = append(errs, &StageError{Stage: u.name, Err: err})
+			errs = append(errs, &Error{Stage: u.name, Err: err})
 		}
 	}
 	if len(errs) > 0 {
@@ -248,14 +248,14 @@ func (p *Pipeline) gates(ctx context.Context) error {
 			want = WaitingForGun
 		}
 		if _, err := u.st.WaitState(ctx, func(s State) bool { return s.Kind == want }); err != nil {
-			return &StageError{Stage: u.name, Err: err}
+			return &Error{Stage: u.name, Err: err}
 		}
 	}
 	p.mu.Lock()
 	p.running = true
 	p.mu.Unlock()
 	if err := p.units[0].st.TrySend(event{kind: evStart}); err != nil {
-		return &StageError{Stage: p.units[0].name, Err: err}
+		return &Error{Stage: p.units[0].name, Err: err}
 	}
 	return nil
 }
@@ -306,7 +306,7 @@ func (p *Pipeline) Drain() {
 // balance, and then the Close hook of every handler that opened and was
 // not closed yet is called, from the pipeline's goroutine once the stage's
 // own goroutine has ended (a Close error or panic is reported by
-// [Pipeline.Wait] as a [*StageError]). Abort does not wait; it is
+// [Pipeline.Wait] as a [*Error]). Abort does not wait; it is
 // idempotent.
 func (p *Pipeline) Abort() { p.abort(ErrAborted) }
 
@@ -326,7 +326,7 @@ func (p *Pipeline) abort(cause error) {
 func (p *Pipeline) Done() <-chan struct{} { return p.done }
 
 // Wait waits for the pipeline to end and returns nil when every stage
-// drained. Otherwise it returns an error that joins a [*StageError] for each
+// drained. Otherwise it returns an error that joins a [*Error] for each
 // stage that failed, an error wrapping [ErrAborted] (and the context's
 // cause) when the pipeline was aborted, and the journal's errors. It
 // returns [ErrNotStarted] for a pipeline never started, and ctx.Err() if ctx
@@ -375,7 +375,7 @@ func (p *Pipeline) supervise(ctx context.Context) {
 		// A stage stopped by an abort ran no Cleanup: its handler still
 		// holds what Open acquired (connections, subscriptions, files).
 		if err := safeCall(u.closeHandler); err != nil {
-			failures = append(failures, &StageError{Stage: u.name, Err: err})
+			failures = append(failures, &Error{Stage: u.name, Err: err})
 		}
 		final := u.st.State()
 		switch {
@@ -384,12 +384,12 @@ func (p *Pipeline) supervise(ctx context.Context) {
 		case errs[i] != nil && errors.Is(context.Cause(ctx), errs[i]):
 			// The failure that aborted the pipeline: reported as the cause.
 		case errs[i] != nil:
-			failures = append(failures, &StageError{Stage: u.name, Err: errs[i]})
+			failures = append(failures, &Error{Stage: u.name, Err: errs[i]})
 		case final.Kind == Failed && errors.Is(final.Reason, ErrStartupAborted):
 			// A consequence of another stage's failure to open, which is
 			// reported instead.
 		case final.Kind == Failed:
-			failures = append(failures, &StageError{Stage: u.name, Err: u.reason(final.Reason)})
+			failures = append(failures, &Error{Stage: u.name, Err: u.reason(final.Reason)})
 		}
 		if !u.completed {
 			outcome, reason := OutcomeAborted, "aborted"
@@ -470,9 +470,9 @@ func (p *Pipeline) writeDeadLetter(it Item[any]) {
 // Stats returns a snapshot of the pipeline's counts and of each stage's
 // state and timeline, in pipeline order. It may be called at any time,
 // also while the pipeline runs (counts then move in steps of a batch).
-func (p *Pipeline) Stats() Stats {
-	var st Stats
-	st.Stages = make([]StageStats, len(p.units))
+func (p *Pipeline) Stats() PipelineStats {
+	var st PipelineStats
+	st.Stages = make([]Stats, len(p.units))
 	// Ended items are read before emitted ones (see counters), so that
 	// InFlight is never negative.
 	for i, u := range p.units {

@@ -432,7 +432,7 @@ func (r *pipeRig) deadLetter(it stage.Item[any]) {
 	case !r.known(ie.Stage):
 		r.violatef("dead letter %v names the unknown stage %q", it, ie.Stage)
 	case !errors.Is(it.Err, errPipeItem) && !errors.Is(it.Err, errPipeFatal) && !errors.As(it.Err, &pe) &&
-		!errors.Is(it.Err, stage.ErrStageFailed) && !errors.Is(it.Err, stage.ErrAborted):
+		!errors.Is(it.Err, stage.ErrFailed) && !errors.Is(it.Err, stage.ErrAborted):
 		r.violatef("dead letter %v: %v is no failure the rig caused", it, it.Err)
 	}
 }
@@ -645,11 +645,11 @@ func (r *pipeRig) startupAborted(name string) bool {
 }
 
 // pipeStageErrors returns the *StageErrors in err's tree, by stage.
-func pipeStageErrors(err error) map[string]*stage.StageError {
-	found := map[string]*stage.StageError{}
+func pipeStageErrors(err error) map[string]*stage.Error {
+	found := map[string]*stage.Error{}
 	var walk func(error)
 	walk = func(err error) {
-		if se, ok := err.(*stage.StageError); ok {
+		if se, ok := err.(*stage.Error); ok {
 			found[se.Stage] = se
 			return
 		}

@@ -28,7 +28,7 @@ func run(t *testing.T, p *stage.Pipeline) error {
 
 // assertBalanced checks the accounting invariant of an ended pipeline and
 // that the dead-letter writer saw every dead letter.
-func assertBalanced(t *testing.T, p *stage.Pipeline, dl *letters) stage.Stats {
+func assertBalanced(t *testing.T, p *stage.Pipeline, dl *letters) stage.PipelineStats {
 	t.Helper()
 	st := p.Stats()
 	assert.Equal(t, st.Emitted, st.Delivered+st.DeadLettered, "emitted == delivered + dead-lettered")
@@ -188,7 +188,7 @@ func TestFatalErrorFailsTheStageAndDrainsTheOthers(t *testing.T) {
 		stage.WithDeadLetter(dl.add), stage.WithJournal(j))
 	err := run(t, p)
 
-	var se *stage.StageError
+	var se *stage.Error
 	require.ErrorAs(t, err, &se)
 	assert.Equal(t, "t", se.Stage)
 	assert.ErrorIs(t, err, errFatal)
@@ -208,7 +208,7 @@ func TestFatalErrorFailsTheStageAndDrainsTheOthers(t *testing.T) {
 		switch {
 		case errors.Is(it.Err, errFatal):
 			fatal++
-		case errors.Is(it.Err, stage.ErrStageFailed):
+		case errors.Is(it.Err, stage.ErrFailed):
 			left++
 		}
 	}
@@ -248,7 +248,7 @@ func TestSinkErrors(t *testing.T) {
 	}}
 	p := stage.To(stage.From("src", &numbers{n: 100_000}), "sink", sink, stage.WithDeadLetter(dl.add))
 	err := run(t, p)
-	var se *stage.StageError
+	var se *stage.Error
 	require.ErrorAs(t, err, &se)
 	assert.Equal(t, "sink", se.Stage)
 	st := assertBalanced(t, p, dl)
@@ -317,7 +317,7 @@ func TestOpenFailureAbortsStartup(t *testing.T) {
 	p := stage.To(stage.Then(stage.From("src", stage.Source[int](src)), "t", stage.Transform[int, int](m)), "sink", sink,
 		stage.WithJournal(j))
 	err := p.Start(context.Background())
-	var se *stage.StageError
+	var se *stage.Error
 	require.ErrorAs(t, err, &se)
 	assert.Equal(t, "sink", se.Stage)
 	assert.ErrorIs(t, err, errOpen)

@@ -29,13 +29,13 @@ func restarts(entries []stage.Entry, name string) []stage.Entry {
 }
 
 // byCause splits dead letters into those that failed with errFlaky
-// themselves and those shed with ErrStageRestarted, and checks that every
+// themselves and those shed with ErrRestarted, and checks that every
 // dead letter is one of the two.
 func byCause(t *testing.T, dl *letters) (flaky, shed []any) {
 	t.Helper()
 	for _, it := range dl.items() {
 		switch {
-		case errors.Is(it.Err, stage.ErrStageRestarted):
+		case errors.Is(it.Err, stage.ErrRestarted):
 			assert.ErrorIs(t, it.Err, errFlaky, "a shed item carries the failure too")
 			shed = append(shed, it.Payload)
 		case errors.Is(it.Err, errFlaky):
@@ -112,7 +112,7 @@ func TestSinkFailingKTimesIsRestartedKTimes(t *testing.T) {
 // item with an hour of backoff: upstream goes on to the end of its input
 // meanwhile. The rest of the failed batch and the next batch are parked
 // for the restarted sink (room: what a full channel holds, 2 batches of
-// 10), the batches beyond are dead-lettered with ErrStageRestarted, and the
+// 10), the batches beyond are dead-lettered with ErrRestarted, and the
 // restarted sink delivers what was parked, in order, and drains.
 func TestUpstreamNeverBlocksOnARestartingStage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -178,7 +178,7 @@ func TestItemsReachingARestartingStageAreParked(t *testing.T) {
 // TestRestartIntensityExceeded runs a sink that always fails: after
 // MaxRestarts restarts the policy gives up, the stage fails as without a
 // policy (the source drains, the rest is dead-lettered with
-// ErrStageFailed), and Wait reports ErrRestartIntensity with the cause.
+// ErrFailed), and Wait reports ErrRestartIntensity with the cause.
 func TestRestartIntensityExceeded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var calls int
@@ -195,7 +195,7 @@ func TestRestartIntensityExceeded(t *testing.T) {
 
 		require.ErrorIs(t, err, stagefsm.ErrRestartIntensity)
 		assert.ErrorIs(t, err, errFlaky, "the last failure")
-		var se *stage.StageError
+		var se *stage.Error
 		require.ErrorAs(t, err, &se)
 		assert.Equal(t, "sink", se.Stage)
 		st := assertBalanced(t, p, dl)
@@ -208,7 +208,7 @@ func TestRestartIntensityExceeded(t *testing.T) {
 		var flaky, failed int
 		for _, it := range dl.items() {
 			switch {
-			case errors.Is(it.Err, stage.ErrStageFailed):
+			case errors.Is(it.Err, stage.ErrFailed):
 				failed++
 			case errors.Is(it.Err, errFlaky):
 				flaky++
@@ -338,7 +338,7 @@ func TestWithRestartMisuse(t *testing.T) {
 
 	p = stage.To(stage.From("src", &numbers{n: 1}), "sink", sink, stage.WithRestart("sink", stagefsm.RestartPolicy{Period: -time.Second}))
 	err := p.Start(context.Background())
-	var se *stage.StageError
+	var se *stage.Error
 	require.ErrorAs(t, err, &se)
 	assert.Equal(t, "sink", se.Stage)
 	assertBalanced(t, p, nil)

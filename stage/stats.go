@@ -26,6 +26,11 @@ type Counts struct {
 	// stage, so the count can still grow after this stage completed; it is
 	// final once the pipeline has ended.
 	DeadLettered uint64 `json:"dead_lettered"`
+	// Dropped counts the items the stage ended on purpose, by a rule it
+	// names (an inner join's unmatched stream items). Dropped is not lost:
+	// summed over a graph that has ended, Emitted == Delivered +
+	// DeadLettered + Dropped.
+	Dropped uint64 `json:"dropped,omitempty"`
 }
 
 // counters are a stage's live Counts. A stage adds to them once per batch,
@@ -53,8 +58,8 @@ type Step struct {
 	At    time.Time
 }
 
-// StageStats is a snapshot of one stage.
-type StageStats struct {
+// Stats is a snapshot of one stage.
+type Stats struct {
 	Name string
 	// Kind is "source", "transform" or "sink".
 	Kind   string
@@ -63,18 +68,26 @@ type StageStats struct {
 	// Restarts counts the times the stage was restarted after a failure
 	// (see [WithRestart]).
 	Restarts int
+	// Keys is the number of live keys of a keyed stage (see [Keyed]): the
+	// instances created and not yet removed. 0 for other kinds.
+	Keys int
+	// Timeouts counts the per-key timeouts a keyed stage fired.
+	Timeouts uint64
+	// Unmatched counts the stream items a join found no reference for,
+	// whatever its strategy did with them (dropped, passed on, failed).
+	Unmatched uint64
 	// Timeline lists the states the stage entered, in order, starting with
 	// Created at the time the pipeline was built. A restart starts again
 	// from Created.
 	Timeline []Step
 }
 
-// Stats is a snapshot of a pipeline, taken by [Pipeline.Stats].
-type Stats struct {
+// PipelineStats is a snapshot of a pipeline, taken by [Pipeline.Stats].
+type PipelineStats struct {
 	// Emitted, Delivered and DeadLettered sum the stages' Counts.
 	Emitted, Delivered, DeadLettered uint64
 	// InFlight is Emitted - Delivered - DeadLettered: items in channels or
 	// in stages' hands. It is 0 once the pipeline has ended.
 	InFlight uint64
-	Stages   []StageStats
+	Stages   []Stats
 }

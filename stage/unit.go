@@ -154,7 +154,7 @@ func (u *unit) observer() stagefsm.Observer[State, event] {
 			}
 			// The loop itself failed (a failure it could not route): the
 			// stage's channels are no longer served, so nothing can drain.
-			u.p.abort(&StageError{Stage: u.name, Err: err})
+			u.p.abort(&Error{Stage: u.name, Err: err})
 		},
 	}
 	if u.policy != nil {
@@ -207,7 +207,7 @@ func (u *unit) restartScheduled(n int, _ time.Duration, cause error) {
 		}
 	}
 	u.core.park()
-	u.startShedding(fmt.Errorf("%w: %w", ErrStageRestarted, reason))
+	u.startShedding(fmt.Errorf("%w: %w", ErrRestarted, reason))
 	u.p.journal(Entry{Time: time.Now(), Stage: u.name, Kind: EntryRestart, Restart: n, Reason: reasonText(reason)})
 }
 
@@ -231,13 +231,13 @@ func (u *unit) restarted(int) {
 func (u *unit) gaveUp(err error) {
 	u.stopShedding()
 	if u.runErr != nil || !u.deferred {
-		u.p.abort(&StageError{Stage: u.name, Err: err})
+		u.p.abort(&Error{Stage: u.name, Err: err})
 		return
 	}
-	u.core.sweepHeld(ErrStageFailed)
+	u.core.sweepHeld(ErrFailed)
 	u.core.closeOutput()
 	u.p.stageFailed(u)
-	u.goShed(ErrStageFailed, nil, false) // what the Failed dispatch does without a policy
+	u.goShed(ErrFailed, nil, false) // what the Failed dispatch does without a policy
 }
 
 // startShedding starts taking what reaches the stage's input while it
@@ -400,8 +400,8 @@ func (s supervisor) DispatchState(ctx context.Context, st State, u *unit) (stage
 		return u.core.draining(ctx)
 	case Failed:
 		if !u.deferred {
-			u.core.sweepHeld(ErrStageFailed)
-			done, err := u.core.shed(ctx, nil, ErrStageFailed, false)
+			u.core.sweepHeld(ErrFailed)
+			done, err := u.core.shed(ctx, nil, ErrFailed, false)
 			if err != nil || !done {
 				return stagefsm.Continue[event](), err
 			}

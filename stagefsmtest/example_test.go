@@ -337,7 +337,7 @@ func ExampleNewSink() {
 
 	_, err := runPipeline(src, stagefsmtest.NewTransform(strconv.Itoa), sink)
 
-	var se *stage.StageError
+	var se *stage.Error
 	fmt.Println("failed stage:", errors.As(err, &se), se.Stage, errors.Is(err, errFull))
 	fmt.Println("delivered:", sink.Delivered(), "calls:", sink.Calls())
 	// Output:

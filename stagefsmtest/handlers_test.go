@@ -124,7 +124,7 @@ func TestFakesFatal(t *testing.T) {
 
 	_, err := run(t, src, stagefsmtest.NewTransform(strconv.Itoa), sink)
 
-	var se *stage.StageError
+	var se *stage.Error
 	require.ErrorAs(t, err, &se)
 	assert.Equal(t, "sink", se.Stage)
 	assert.ErrorIs(t, err, errDisk)

@@ -109,7 +109,7 @@ func TestOpenChecksTheConsumerAndTheStream(t *testing.T) {
 			p := stage.To(stage.From("in", tc.src), "out", tc.sink)
 			err := p.Start(ctx)
 			assert.ErrorIs(t, err, tc.want)
-			var se *stage.StageError
+			var se *stage.Error
 			assert.ErrorAs(t, err, &se)
 		})
 	}

@@ -53,7 +53,7 @@ func TestDeadLetterSettlesPerCause(t *testing.T) {
 		toNext    bool
 	}{
 		"aborted":          {1, itemError("out", stage.ErrAborted), "nak", false},
-		"stage failed":     {1, itemError("work", stage.ErrStageFailed), "nak", false},
+		"stage failed":     {1, itemError("work", stage.ErrFailed), "nak", false},
 		"fatal":            {1, itemError("out", stage.Fatal(errBad)), "nak", false},
 		"canceled":         {1, itemError("out", context.Canceled), "nak", false},
 		"unavailable":      {1, itemError("out", fmt.Errorf("%w: down", ErrUnavailable)), "nak", false},

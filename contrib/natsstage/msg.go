@@ -112,7 +112,7 @@ func (t *ticket) reject(cause error) bool {
 //
 // For each dead letter that carries a [*Msg] read by a [Source]:
 //   - an item that was not processed — the pipeline was aborted
-//     ([stage.ErrAborted]), a stage failed ([stage.ErrStageFailed], or an
+//     ([stage.ErrAborted]), a stage failed ([stage.ErrFailed], or an
 //     error made with [stage.Fatal], such as [ErrUnavailable]) or its
 //     context ended — is negatively acknowledged: JetStream redelivers it
 //     at once, to any worker. It is not a dead letter; next does not see
@@ -140,7 +140,7 @@ func DeadLetter(next func(stage.Item[any])) func(stage.Item[any]) {
 	}
 }
 
-var interruptions = []error{stage.ErrAborted, stage.ErrStageFailed, stage.ErrFatal,
+var interruptions = []error{stage.ErrAborted, stage.ErrFailed, stage.ErrFatal,
 	context.Canceled, context.DeadlineExceeded, ErrUnavailable}
 
 // interrupted reports whether err says that the item was not processed,

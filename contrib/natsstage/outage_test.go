@@ -68,7 +68,7 @@ func TestOutageBeyondBudgetIsReported(t *testing.T) {
 
 	err := w.wait(t)
 	assert.ErrorIs(t, err, natsstage.ErrUnavailable)
-	var se *stage.StageError
+	var se *stage.Error
 	assert.ErrorAs(t, err, &se)
 	assert.Empty(t, w.dead.all(), "the messages in flight are handed back, not dead")
 	t.Logf("%v\n%+v %+v", err, w.src.Stats(), w.sink.Stats())

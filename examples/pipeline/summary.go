@@ -42,7 +42,7 @@ func showProgress(p *stage.Pipeline, start time.Time, interval time.Duration, st
 	}
 }
 
-func progressLine(st stage.Stats, elapsed time.Duration) string {
+func progressLine(st stage.PipelineStats, elapsed time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%6.1fs", elapsed.Seconds())
 	for _, s := range st.Stages {
@@ -81,7 +81,7 @@ func (c *causeCounts) add(err error) {
 	var pe *stagefsm.PanicError
 	cause := "other: " + err.Error()
 	switch {
-	case errors.Is(err, stage.ErrStageRestarted): // wraps the failure: before it
+	case errors.Is(err, stage.ErrRestarted): // wraps the failure: before it
 		cause = "arrived while the stage restarted, beyond the room to park"
 	case errors.Is(err, errConnReset):
 		cause = "connection reset (-flaky-sink)"
@@ -95,7 +95,7 @@ func (c *causeCounts) add(err error) {
 		cause = "handler panic (recovered)"
 	case errors.Is(err, stage.ErrFatal):
 		cause = "fatal handler error"
-	case errors.Is(err, stage.ErrStageFailed):
+	case errors.Is(err, stage.ErrFailed):
 		cause = "left behind by a failed stage"
 	case errors.Is(err, stage.ErrAborted):
 		cause = "in flight at abort"
@@ -109,7 +109,7 @@ func (c *causeCounts) add(err error) {
 }
 
 type summary struct {
-	stats                               stage.Stats
+	stats                               stage.PipelineStats
 	start                               time.Time
 	elapsed                             time.Duration
 	err                                 error
