@@ -1,23 +1,46 @@
 package stage
 
-import "context"
+import (
+	"context"
+	"sync/atomic"
+)
 
 // edge is the bounded channel of batches between two stages, with a free
 // list that recycles the batch slices so that a steady stream allocates
-// nothing. The upstream stage is the only sender and closes ch at end of
-// input (EOF); the downstream stage is the only receiver and returns the
-// slices it has finished with.
+// nothing. The downstream stage is the only receiver and returns the slices
+// it has finished with. Every upstream stage (one, or several feeding a
+// [Merge]) sends and, at end of its input, calls close: the channel closes
+// when the last of them has (EOF).
 type edge[T any] struct {
-	ch    chan []Item[T]
-	free  chan []Item[T]
-	batch int
+	ch      chan []Item[T]
+	free    chan []Item[T]
+	batch   int
+	writers *atomic.Int32 // upstream stages that have not closed yet; shared by a Merge's inputs
 }
 
 func newEdge[T any](o *options) *edge[T] {
-	return &edge[T]{
+	e := &edge[T]{
 		ch:    make(chan []Item[T], o.capacity),
 		free:  make(chan []Item[T], o.capacity+2),
 		batch: o.batchSize,
+	}
+	e.writers = new(atomic.Int32)
+	e.writers.Store(1)
+	return e
+}
+
+// join makes e send into into's channel, as one more of its writers: the
+// inputs of a [Merge]. Called while the graph is built, before any stage
+// runs.
+func (e *edge[T]) join(into *edge[T]) {
+	e.ch, e.free, e.writers = into.ch, into.free, into.writers
+}
+
+// close is one upstream stage's end of input: the channel closes once every
+// writer has closed. Each writer calls it once.
+func (e *edge[T]) close() {
+	if e.writers.Add(-1) == 0 {
+		close(e.ch)
 	}
 }
 

@@ -16,6 +16,7 @@ var definitions = [...]func() (*definition, error){
 	kindSource:    sync.OnceValues(func() (*definition, error) { return define(kindSource) }),
 	kindTransform: sync.OnceValues(func() (*definition, error) { return define(kindTransform) }),
 	kindSink:      sync.OnceValues(func() (*definition, error) { return define(kindSink) }),
+	kindJoin:      sync.OnceValues(func() (*definition, error) { return define(kindJoin) }),
 }
 
 func newMachine(k kind, initial State) (stagefsm.Machine[State, event, *unit, action], error) {
@@ -37,6 +38,8 @@ func newMachine(k kind, initial State) (stagefsm.Machine[State, event, *unit, ac
 //	Initialized   -Ready->         Running                  (transform, sink)
 //	Initialized   -Ready->         WaitingForGun            (source)
 //	WaitingForGun -Start->         Running                  (source)
+//	Initialized   -Ready->         Hydrating                (join)
+//	Hydrating     -Hydrated->      Running                  (join: its reference input ended)
 //	Running       -Completed->     Draining                 (source: end of input)
 //	Running       -ReceivedEOF->   Draining                 (transform, sink)
 //	Draining      -Completed->     Drained       [ForwardEOF, Cleanup]                (source)
@@ -62,6 +65,9 @@ func define(k kind) (*definition, error) {
 	if k == kindSource {
 		b.State(WaitingForGun)
 	}
+	if k == kindJoin {
+		b.State(Hydrating)
+	}
 	b.State(Running)
 	b.State(Draining)
 	b.State(Drained).Terminal()
@@ -74,6 +80,11 @@ func define(k kind) (*definition, error) {
 		b.On(WaitingForGun, evStart).To(State{Kind: Running})
 		b.On(Running, evCompleted).To(State{Kind: Draining})
 		b.On(Draining, evCompleted).To(State{Kind: Drained}).Do(actForwardEOF, actCleanup)
+	case kindJoin:
+		b.On(Initialized, evReady).To(State{Kind: Hydrating})
+		b.On(Hydrating, evHydrated).To(State{Kind: Running})
+		b.On(Running, evReceivedEOF).To(State{Kind: Draining})
+		b.On(Draining, evDrainComplete).To(State{Kind: Drained}).Do(actDrainHandler, actForwardEOF, actCleanup)
 	case kindTransform:
 		b.On(Initialized, evReady).To(State{Kind: Running})
 		b.On(Running, evReceivedEOF).To(State{Kind: Draining})

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"sync"
 	"time"
 
@@ -13,103 +11,64 @@ import (
 )
 
 // Chain is a source followed by zero or more transforms, whose last stage
-// emits items of type T. Build one with [From] and [Then], and finish it
-// into a [Pipeline] with [To].
+// emits items of type T: the straight line, the simplest [Graph]. Build one
+// with [From] and [Then], and finish it into a [Pipeline] with [To].
 //
-// A Chain only describes stages: each [To] builds new stages from it, so a
+// A Chain only describes stages: each [To] builds a new Graph from it, so a
 // Chain may be finished more than once, and the pipelines then share the
 // handlers (which must then be safe for concurrent use).
 type Chain[T any] struct {
-	add func(b *builder) *edge[T]
-}
-
-// builder collects the stages of one pipeline being built.
-type builder struct {
-	p    *Pipeline
-	errs []error
-	seen map[string]bool
-}
-
-func (b *builder) unit(name string, k kind, handlerIsNil bool) *unit {
-	switch {
-	case name == "":
-		b.errs = append(b.errs, fmt.Errorf("stage: a %s has an empty name", k))
-	case b.seen[name]:
-		b.errs = append(b.errs, fmt.Errorf("stage: two stages are named %q", name))
-	}
-	if handlerIsNil {
-		b.errs = append(b.errs, fmt.Errorf("stage: %s %q has a nil handler", k, name))
-	}
-	b.seen[name] = true
-	u := newUnit(b.p, name, k)
-	b.p.units = append(b.p.units, u)
-	return u
+	add func(g *Graph) *Stream[T]
 }
 
 // From starts a [Chain] with the source stage name, which runs src.
 // Problems (a nil src, an empty or duplicate name) are reported by
 // [Pipeline.Start].
 func From[T any](name string, src Source[T]) *Chain[T] {
-	return &Chain[T]{add: func(b *builder) *edge[T] {
-		out := newEdge[T](&b.p.opts)
-		u := b.unit(name, kindSource, src == nil)
-		u.core = newSourceCore(u, src, out)
-		return out
-	}}
+	return &Chain[T]{add: func(g *Graph) *Stream[T] { return Read(g, name, src) }}
 }
 
 // Then appends the transform stage name, which runs t on the items of c.
 // Problems (a nil c or t, an empty or duplicate name) are reported by
 // [Pipeline.Start].
 func Then[I, O any](c *Chain[I], name string, t Transform[I, O]) *Chain[O] {
-	return &Chain[O]{add: func(b *builder) *edge[O] {
-		in := chainInput(b, c)
-		out := newEdge[O](&b.p.opts)
-		u := b.unit(name, kindTransform, t == nil)
-		u.core = newTransformCore(u, t, in, out)
-		return out
-	}}
+	return &Chain[O]{add: func(g *Graph) *Stream[O] { return Apply(chainStream(g, c), name, t) }}
 }
 
-func chainInput[T any](b *builder, c *Chain[T]) *edge[T] {
+// chainStream adds c's stages to g and returns c's output.
+func chainStream[T any](g *Graph, c *Chain[T]) *Stream[T] {
 	if c == nil || c.add == nil {
-		b.errs = append(b.errs, errors.New("stage: nil Chain"))
-		in := newEdge[T](&b.p.opts)
-		close(in.ch)
-		return in
+		g.misuse("nil Chain")
+		return nil
 	}
-	return c.add(b)
+	return c.add(g)
 }
 
 // To finishes c with the sink stage name, which runs s, and returns the
 // [Pipeline], built and ready to start. Problems in the chain (nil handlers,
 // empty or duplicate stage names) are reported by [Pipeline.Start].
 func To[T any](c *Chain[T], name string, s Sink[T], opts ...Option) *Pipeline {
-	p := &Pipeline{opts: newOptions(opts), done: make(chan struct{})}
-	b := &builder{p: p, seen: make(map[string]bool)}
-	in := chainInput(b, c)
-	u := b.unit(name, kindSink, s == nil)
-	u.core = newSinkCore(u, s, in)
-	p.byName = make(map[string]*unit, len(p.units))
-	for _, u := range p.units {
-		p.byName[u.name] = u
+	g := NewGraph(opts...)
+	out := chainStream(g, c)
+	if out == nil {
+		u := g.unit(name, kindSink, kindSink.String(), s == nil)
+		in := newEdge[T](&g.p.opts)
+		close(in.ch)
+		u.core = newSinkCore(u, s, in)
+	} else {
+		Write(out, name, s)
 	}
-	for _, name := range slices.Sorted(maps.Keys(p.opts.restart)) {
-		u, ok := p.byName[name]
-		if !ok {
-			b.errs = append(b.errs, fmt.Errorf("stage: WithRestart names %q, which is not a stage of the pipeline", name))
-			continue
-		}
-		policy := p.opts.restart[name]
-		u.policy = &policy
+	p, err := g.Build()
+	if err != nil {
+		p = g.p
+		p.err = err
 	}
-	p.err = errors.Join(b.errs...)
 	return p
 }
 
-// Pipeline is a source, transforms and a sink wired by bounded channels of
-// batches, each stage a supervised FSM (see the package doc). Build one with
-// [From], [Then] and [To]; run it with [Pipeline.Start]; end it with
+// Pipeline is a graph of stages wired by bounded channels of batches, each
+// stage a supervised FSM (see the package doc). Build one with a [Graph],
+// or with [From], [Then] and [To] for a straight line; run it with [Pipeline.Start]; end it with
 // [Pipeline.Drain] or [Pipeline.Abort], or let the source reach end of
 // input; [Pipeline.Wait] returns how it ended.
 //
@@ -117,8 +76,9 @@ func To[T any](c *Chain[T], name string, s Sink[T], opts ...Option) *Pipeline {
 type Pipeline struct {
 	opts   options
 	err    error // a construction problem, reported by Start
-	units  []*unit
-	byName map[string]*unit
+	units   []*unit // in the order they were added: every stage after the ones it reads
+	byName  map[string]*unit
+	diagram string // the graph's Mermaid picture
 	done   chan struct{}
 	result error // set before done is closed
 	// runCtx is the stages' context, for the goroutines the pipeline runs
@@ -244,8 +204,11 @@ func (p *Pipeline) gates(ctx context.Context) error {
 	for i := len(p.units) - 1; i >= 0; i-- {
 		u := p.units[i]
 		want := Running
-		if u.kind == kindSource {
+		switch u.kind {
+		case kindSource:
 			want = WaitingForGun
+		case kindJoin:
+			want = Hydrating // it waits there for its reference input
 		}
 		if _, err := u.st.WaitState(ctx, func(s State) bool { return s.Kind == want }); err != nil {
 			return &Error{Stage: u.name, Err: err}
@@ -254,11 +217,28 @@ func (p *Pipeline) gates(ctx context.Context) error {
 	p.mu.Lock()
 	p.running = true
 	p.mu.Unlock()
-	if err := p.units[0].st.TrySend(event{kind: evStart}); err != nil {
-		return &Error{Stage: p.units[0].name, Err: err}
+	for _, u := range p.sources() {
+		if err := u.st.TrySend(event{kind: evStart}); err != nil {
+			return &Error{Stage: u.name, Err: err}
+		}
 	}
 	return nil
 }
+
+// sources returns the source stages, in graph order.
+func (p *Pipeline) sources() []*unit {
+	var out []*unit
+	for _, u := range p.units {
+		if u.kind == kindSource {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// Mermaid returns the pipeline's graph as a Mermaid flowchart (see
+// [Graph.Mermaid]).
+func (p *Pipeline) Mermaid() string { return p.diagram }
 
 var errStoppedAtStart = errors.New("stage: stopped before it opened")
 
@@ -295,7 +275,9 @@ func (p *Pipeline) Drain() {
 	fire := p.gunFired
 	p.mu.Unlock()
 	if fire {
-		_ = p.units[0].st.TrySend(event{kind: evBeginDrain}) // full or done: a drain is already under way
+		for _, u := range p.sources() {
+			_ = u.st.TrySend(event{kind: evBeginDrain}) // full or done: a drain is already under way
+		}
 	}
 }
 
@@ -402,7 +384,7 @@ func (p *Pipeline) supervise(ctx context.Context) {
 		}
 	}
 	st := p.Stats()
-	total := Counts{Emitted: st.Emitted, Delivered: st.Delivered, DeadLettered: st.DeadLettered}
+	total := Counts{Emitted: st.Emitted, Delivered: st.Delivered, DeadLettered: st.DeadLettered, Dropped: st.Dropped}
 	e := Entry{Time: time.Now(), Kind: EntryCompleted, Outcome: OutcomeDrained, Counts: &total}
 	switch {
 	case aborted:
@@ -478,14 +460,18 @@ func (p *Pipeline) Stats() PipelineStats {
 	for i, u := range p.units {
 		st.Stages[i].Counts.Delivered = u.stats.delivered.Load()
 		st.Stages[i].Counts.DeadLettered = u.stats.deadLettered.Load()
+		st.Stages[i].Counts.Dropped = u.stats.dropped.Load()
 	}
 	for i, u := range p.units {
 		s := &st.Stages[i]
-		s.Name, s.Kind = u.name, u.kind.String()
+		s.Name, s.Kind = u.name, u.label
 		s.Counts.In = u.stats.in.Load()
 		s.Counts.Out = u.stats.out.Load()
 		s.Counts.Emitted = u.stats.emitted.Load()
 		s.Restarts = int(u.restarts.Load())
+		if j, ok := u.core.(interface{ unmatchedCount() uint64 }); ok {
+			s.Unmatched = j.unmatchedCount()
+		}
 		u.mu.Lock()
 		s.State = u.state
 		s.Timeline = append([]Step(nil), u.timeline...)
@@ -493,7 +479,8 @@ func (p *Pipeline) Stats() PipelineStats {
 		st.Emitted += s.Counts.Emitted
 		st.Delivered += s.Counts.Delivered
 		st.DeadLettered += s.Counts.DeadLettered
+		st.Dropped += s.Counts.Dropped
 	}
-	st.InFlight = st.Emitted - st.Delivered - st.DeadLettered
+	st.InFlight = st.Emitted - st.Delivered - st.DeadLettered - st.Dropped
 	return st
 }

@@ -31,7 +31,7 @@ func run(t *testing.T, p *stage.Pipeline) error {
 func assertBalanced(t *testing.T, p *stage.Pipeline, dl *letters) stage.PipelineStats {
 	t.Helper()
 	st := p.Stats()
-	assert.Equal(t, st.Emitted, st.Delivered+st.DeadLettered, "emitted == delivered + dead-lettered")
+	assert.Equal(t, st.Emitted, st.Delivered+st.DeadLettered+st.Dropped, "emitted == delivered + dead-lettered + dropped")
 	assert.Zero(t, st.InFlight)
 	if dl != nil {
 		assert.Len(t, dl.items(), int(st.DeadLettered))

@@ -131,7 +131,7 @@ func (s *sourceCore[T]) finish(context.Context) error { return nil }
 func (s *sourceCore[T]) closeOutput() {
 	if !s.outClosed {
 		s.outClosed = true
-		close(s.out.ch)
+		s.out.close()
 	}
 }
 

@@ -25,9 +25,12 @@ const (
 	Drained
 	// Failed: the stage failed; State.Reason says why. Terminal.
 	Failed
+	// Hydrating: a [Join] in finite reference mode reads its reference
+	// input to the end before it reads any stream item. Joins only.
+	Hydrating
 )
 
-var stateNames = [...]string{"Created", "Initialized", "WaitingForGun", "Running", "Draining", "Drained", "Failed"}
+var stateNames = [...]string{"Created", "Initialized", "WaitingForGun", "Running", "Draining", "Drained", "Failed", "Hydrating"}
 
 // String returns the name of the kind, or "StateKind(n)" for an unknown
 // value.
@@ -72,9 +75,10 @@ const (
 	evCompleted                      // dispatch: a source's input ended, or its last batch went out
 	evDrainComplete                  // dispatch: a draining stage reached end of input
 	evError                          // failure, routed by the loop or sent as a control event
+	evHydrated                       // dispatch: a join's reference input ended
 )
 
-var eventNames = [...]string{"Initialize", "Ready", "Start", "BeginDrain", "ReceivedEOF", "Completed", "DrainComplete", "Error"}
+var eventNames = [...]string{"Initialize", "Ready", "Start", "BeginDrain", "ReceivedEOF", "Completed", "DrainComplete", "Error", "Hydrated"}
 
 func (k eventKind) String() string {
 	if int(k) < len(eventNames) {

@@ -38,13 +38,14 @@ type Counts struct {
 // so that a reader who loads delivered and dead-lettered before emitted
 // never sees more items ended than emitted.
 type counters struct {
-	in, out, emitted, delivered, deadLettered atomic.Uint64
+	in, out, emitted, delivered, deadLettered, dropped atomic.Uint64
 }
 
 func (c *counters) load() Counts {
 	var s Counts
 	s.Delivered = c.delivered.Load()
 	s.DeadLettered = c.deadLettered.Load()
+	s.Dropped = c.dropped.Load()
 	s.In = c.in.Load()
 	s.Out = c.out.Load()
 	s.Emitted = c.emitted.Load()
@@ -84,10 +85,10 @@ type Stats struct {
 
 // PipelineStats is a snapshot of a pipeline, taken by [Pipeline.Stats].
 type PipelineStats struct {
-	// Emitted, Delivered and DeadLettered sum the stages' Counts.
-	Emitted, Delivered, DeadLettered uint64
-	// InFlight is Emitted - Delivered - DeadLettered: items in channels or
-	// in stages' hands. It is 0 once the pipeline has ended.
+	// Emitted, Delivered, DeadLettered and Dropped sum the stages' Counts.
+	Emitted, Delivered, DeadLettered, Dropped uint64
+	// InFlight is Emitted - Delivered - DeadLettered - Dropped: items in
+	// channels or in stages' hands. It is 0 once the pipeline has ended.
 	InFlight uint64
 	Stages   []Stats
 }

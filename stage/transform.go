@@ -164,7 +164,7 @@ func (t *transformCore[I, O]) finish(ctx context.Context) error {
 func (t *transformCore[I, O]) closeOutput() {
 	if !t.outClosed {
 		t.outClosed = true
-		close(t.out.ch)
+		t.out.close()
 	}
 }
 

@@ -20,6 +20,7 @@ const (
 	kindSource kind = iota
 	kindTransform
 	kindSink
+	kindJoin
 )
 
 func (k kind) String() string {
@@ -30,6 +31,8 @@ func (k kind) String() string {
 		return "transform"
 	case kindSink:
 		return "sink"
+	case kindJoin:
+		return "join"
 	}
 	return fmt.Sprintf("kind(%d)", int(k))
 }
@@ -73,13 +76,20 @@ type core interface {
 	handler() any
 }
 
+// hydrator is the core of a stage with a Hydrating state: a [Join] in
+// finite reference mode.
+type hydrator interface {
+	hydrating(ctx context.Context) (stagefsm.Directive[event], error)
+}
+
 // unit is a stage's context (the C of its machine): what every stage kind
 // shares. The loop goroutine owns it while the stage runs; mu guards the
 // fields that Stats reads concurrently.
 type unit struct {
 	p     *Pipeline
 	name  string
-	kind  kind
+	kind  kind   // which FSM the stage runs
+	label string // its kind in Stats: source, transform, broadcast, join...
 	core  core
 	st    *stagefsm.Stage[State, event]
 	stats counters
@@ -398,6 +408,11 @@ func (s supervisor) DispatchState(ctx context.Context, st State, u *unit) (stage
 		return u.core.running(ctx)
 	case Draining:
 		return u.core.draining(ctx)
+	case Hydrating:
+		if h, ok := u.core.(hydrator); ok {
+			return h.hydrating(ctx)
+		}
+		return stagefsm.Directive[event]{}, fmt.Errorf("stage %s: Hydrating dispatched in a stage that does not hydrate", u.name)
 	case Failed:
 		if !u.deferred {
 			u.core.sweepHeld(ErrFailed)
@@ -425,7 +440,7 @@ func (s supervisor) ControlMode(st State) stagefsm.ControlMode {
 	switch st.Kind {
 	case Created, Initialized, WaitingForGun:
 		return stagefsm.ControlBlock
-	case Running, Draining:
+	case Running, Draining, Hydrating:
 		return stagefsm.ControlPoll
 	default:
 		return stagefsm.ControlIgnore
@@ -438,7 +453,7 @@ func (s supervisor) ControlClosed(st State) (event, bool) {
 	switch st.Kind {
 	case Created, Initialized, WaitingForGun:
 		return event{kind: evError, err: ErrStartupAborted}, true
-	case Running:
+	case Running, Hydrating:
 		return event{kind: evBeginDrain}, true
 	default:
 		return event{}, false
