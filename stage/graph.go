@@ -18,11 +18,12 @@ import (
 //	g := stage.NewGraph(stage.WithName("orders"))
 //	orders := stage.Read(g, "orders", reader)         // *Stream[Order]
 //	parsed := stage.Apply(orders, "parse", parser)    // *Stream[Parsed]
-//	hi, lo := stage.Route2(parsed, "by-value", isHigh) // two *Stream[Parsed]
-//	stage.Write(hi, "alerts", alerts)
-//	stage.Write(lo, "store", store)
+//	branch := stage.Route(parsed, "by-value", 2, pick) // two *Stream[Parsed]
+//	stage.Write(branch[0], "alerts", alerts)
+//	stage.Write(branch[1], "store", store)
 //	p, err := g.Build()
 //
+// A stage function of one input adds its stage to that input's Graph.
 // Every Stream is read by exactly one stage; a Stream that several stages
 // need goes through [Broadcast]. A stage can only read Streams that exist,
 // so a graph has no cycles by construction. [Graph.Build] checks the rest —
