@@ -250,6 +250,12 @@ func TestParallelFatal(t *testing.T) {
 // call: those items, the rest of the batch and the outputs not sent are
 // dead-lettered with ErrAborted, and no worker is left behind (goleak).
 func TestParallelAbortSweepsWorkers(t *testing.T) {
+	for _, order := range []stage.Order{stage.InputOrder, stage.AnyOrder, stage.KeyOrder} {
+		t.Run(order.String(), func(t *testing.T) { testParallelAbort(t, order) })
+	}
+}
+
+func testParallelAbort(t *testing.T, order stage.Order) {
 	synctest.Test(t, func(t *testing.T) {
 		tr := stage.TransformFunc[int, int](func(ctx context.Context, in int, emit func(int)) error {
 			if in > 100 {
@@ -261,14 +267,18 @@ func TestParallelAbortSweepsWorkers(t *testing.T) {
 		})
 		sink := &collector[int]{}
 		dl := &letters{}
-		p := parPipeline(&numbers{n: -1}, tr, stage.Parallel[int]{Workers: 3}, sink,
-			stage.WithBatchSize(10), stage.WithDeadLetter(dl.add))
+		par := stage.Parallel[int]{Workers: 3, Order: order, Key: func(i int) uint64 { return uint64(i) }}
+		p := parPipeline(&numbers{n: -1}, tr, par, sink, stage.WithBatchSize(10), stage.WithDeadLetter(dl.add))
 		require.NoError(t, p.Start(context.Background()))
 		synctest.Wait()
 		p.Abort()
 		assert.ErrorIs(t, p.Wait(context.Background()), stage.ErrAborted)
 		st := assertBalanced(t, p, dl)
-		assert.Equal(t, seq(1, 100, func(i int) int { return i }), sink.items())
+		got := sink.items()
+		if order != stage.InputOrder {
+			slices.Sort(got)
+		}
+		assert.Equal(t, seq(1, 100, func(i int) int { return i }), got)
 		var held []any
 		for _, it := range dl.items() {
 			assert.ErrorIs(t, it.Err, stage.ErrAborted)
@@ -375,4 +385,38 @@ func TestParallelDrainAfterWorkers(t *testing.T) {
 	require.Len(t, got, 1001)
 	assert.Equal(t, -500500, got[1000], "Drain saw every worker's items")
 	assert.Equal(t, int64(1), s.drained.Load())
+}
+
+// TestParallelRestartRedoesTheRestOfTheBatch fails a stage fatally in the
+// middle of a batch in InputOrder: the other worker's share, although it
+// ran, is discarded and parked with the rest of the batch, and the
+// restarted stage processes it again, so downstream sees every other item
+// once, in input order (a handler in InputOrder may see an item twice).
+func TestParallelRestartRedoesTheRestOfTheBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var failed atomic.Bool
+		var calls atomic.Int64
+		tr := stage.TransformFunc[int, int](func(_ context.Context, in int, emit func(int)) error {
+			calls.Add(1)
+			if in == 13 && !failed.Swap(true) {
+				return stage.Fatal(errFlaky)
+			}
+			emit(2 * in)
+			return nil
+		})
+		sink := &collector[int]{}
+		dl := &letters{}
+		p := parPipeline(&numbers{n: 40}, tr, stage.Parallel[int]{Workers: 2}, sink, stage.WithBatchSize(10),
+			stage.WithRestart("par", stagefsm.RestartPolicy{BackoffInitial: time.Millisecond}), stage.WithDeadLetter(dl.add))
+		require.NoError(t, run(t, p))
+		st := assertBalanced(t, p, dl)
+		assert.Equal(t, 1, st.Stages[1].Restarts)
+		flaky, shed := byCause(t, dl)
+		assert.Equal(t, []any{13}, flaky)
+		assert.Empty(t, shed)
+		want := seq(1, 40, double)
+		want = slices.Delete(want, 12, 13)
+		assert.Equal(t, want, sink.items())
+		assert.GreaterOrEqual(t, calls.Load(), int64(41), "13 ran twice, and the discarded part of the other share too")
+	})
 }
