@@ -295,10 +295,12 @@ func (p *parallelCore[I, O]) consume(ctx context.Context, eof eventKind) (stagef
 					// After a Fatal error in an earlier share, what this
 					// share did never existed: downstream gets a prefix.
 					clear(s.out)
-					s.out, s.done, s.ok, s.emit, s.fatal = nil, 0, 0, 0, -1
+					s.out, s.done, s.ok, s.emit = nil, 0, 0, 0 // fatal stays: the stage fails
 				} else {
 					sendErr = p.take(ctx, s, sendErr)
-					cut = s.fatal >= 0
+					// A share that stopped early (a Fatal error here or in
+					// a later share) ends the prefix too.
+					cut = s.fatal >= 0 || s.done < len(s.idx)
 				}
 				nextShare++
 			}
@@ -337,6 +339,12 @@ func (p *parallelCore[I, O]) consume(ctx context.Context, eof eventKind) (stagef
 		return stagefsm.Directive[event]{}, fatalErr
 	case ctx.Err() != nil:
 		return stagefsm.Directive[event]{}, ctx.Err()
+	}
+	if p.held != nil {
+		// Unreachable (a worker stops early only on a Fatal error or when
+		// ctx is done), but what was not processed must not be lost.
+		p.in.park(p.held)
+		p.held = nil
 	}
 	if err := p.flush(ctx); err != nil {
 		return stagefsm.Directive[event]{}, err

@@ -389,7 +389,7 @@ func TestParallelDrainAfterWorkers(t *testing.T) {
 
 // TestParallelRestartRedoesTheRestOfTheBatch fails a stage fatally in the
 // middle of a batch in InputOrder: the other worker's share, although it
-// ran, is discarded and parked with the rest of the batch, and the
+// may have run, is discarded and parked with the rest of the batch, and the
 // restarted stage processes it again, so downstream sees every other item
 // once, in input order (a handler in InputOrder may see an item twice).
 func TestParallelRestartRedoesTheRestOfTheBatch(t *testing.T) {
@@ -417,6 +417,6 @@ func TestParallelRestartRedoesTheRestOfTheBatch(t *testing.T) {
 		want := seq(1, 40, double)
 		want = slices.Delete(want, 12, 13)
 		assert.Equal(t, want, sink.items())
-		assert.GreaterOrEqual(t, calls.Load(), int64(41), "13 ran twice, and the discarded part of the other share too")
+		assert.GreaterOrEqual(t, calls.Load(), int64(40), "every item ran at least once")
 	})
 }
