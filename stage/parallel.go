@@ -123,6 +123,7 @@ type parallelCore[I, O any] struct {
 	par    Parallel[I]
 	shares []share[O]
 	ready  chan int // indexes of the shares done, one per worker
+	taken  []bool   // per share: received from ready
 }
 
 // newParallelCore returns the core of a parallel transform stage. par must
@@ -139,6 +140,7 @@ func newParallelCore[I, O any](u *unit, t Transform[I, O], par Parallel[I], in *
 		par:           par,
 		shares:        make([]share[O], par.Workers),
 		ready:         make(chan int, par.Workers),
+		taken:         make([]bool, par.Workers),
 	}
 	return p
 }
@@ -283,7 +285,8 @@ func (p *parallelCore[I, O]) consume(ctx context.Context, eof eventKind) (stagef
 	// Collect every share, in the order the mode wants, before anything can
 	// return: no worker outlives this call.
 	var sendErr error
-	taken := make([]bool, used)
+	taken := p.taken[:used]
+	clear(taken)
 	nextShare, cut := 0, false
 	for range used {
 		i := <-p.ready
@@ -292,8 +295,9 @@ func (p *parallelCore[I, O]) consume(ctx context.Context, eof eventKind) (stagef
 			for nextShare < used && taken[nextShare] {
 				s := &p.shares[nextShare]
 				if cut {
-					// After a Fatal error in an earlier share, what this
-					// share did never existed: downstream gets a prefix.
+					// An earlier share stopped short (a Fatal error): what
+					// this one did never existed, so downstream gets a
+					// prefix of the input.
 					clear(s.out)
 					s.out, s.done, s.ok, s.emit = nil, 0, 0, 0 // fatal stays: the stage fails
 				} else {
