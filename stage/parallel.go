@@ -410,14 +410,22 @@ func (p *parallelCore[I, O]) unprocessed(b []Item[I], used, fatal int) []Item[I]
 // duplicate name, a Parallel matching [ErrParallel]) are reported by
 // [Pipeline.Start].
 func ThenParallel[I, O any](c *Chain[I], name string, t Transform[I, O], par Parallel[I]) *Chain[O] {
-	return &Chain[O]{add: func(b *builder) *edge[O] {
-		in := chainInput(b, c)
-		out := newEdge[O](&b.p.opts)
-		u := b.unit(name, kindTransform, t == nil)
-		if err := par.validate(); err != nil {
-			b.errs = append(b.errs, fmt.Errorf("stage: transform %q: %w", name, err))
-		}
-		u.core = newParallelCore(u, t, par, in, out)
-		return out
-	}}
+	return &Chain[O]{add: func(g *Graph) *Stream[O] { return ApplyParallel(chainStream(g, c), name, t, par) }}
+}
+
+// ApplyParallel adds the transform stage name, which runs t on the items of
+// in on par.Workers workers (see [Parallel] and [Order]), and returns the
+// Stream it writes. A bad par is an error of [Graph.Build].
+func ApplyParallel[I, O any](in *Stream[I], name string, t Transform[I, O], par Parallel[I]) *Stream[O] {
+	g := graphOf(in)
+	if g == nil {
+		return nilStream[O](name)
+	}
+	out := newStream[O](g, name, "")
+	u := g.unit(name, kindTransform, "parallel", t == nil)
+	if err := par.validate(); err != nil {
+		g.errs = append(g.errs, fmt.Errorf("stage: transform %q: %w", name, err))
+	}
+	u.core = newParallelCore(u, t, par, read(g, in, name), out.edge)
+	return out
 }
