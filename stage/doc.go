@@ -32,6 +32,18 @@
 // (backpressure), and batching makes a pipeline cheaper per item than one
 // channel operation per item.
 //
+// # Graphs
+//
+// A straight line is the simple case of a [Graph]: [Read] adds a source,
+// [Apply] and [ApplyParallel] transforms, [Write] sinks, [Broadcast] and
+// [Route] branch a [Stream], [Merge] joins several of one type, and [Join]
+// enriches a stream input from a reference input. [Graph.Build] checks the
+// graph and returns the [Pipeline]; [Graph.Mermaid] draws it. Every source
+// gets the start gun once every other stage runs, and [Pipeline.Drain]
+// drains every source. Summed over a graph that has ended, Emitted ==
+// Delivered + DeadLettered + Dropped (an inner join's unmatched items are
+// dropped, and counted).
+//
 // # Items
 //
 // Items travel in an [Item] envelope: payload, status (Err), origin stage
