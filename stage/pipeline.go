@@ -67,6 +67,7 @@ func Then[I, O any](c *Chain[I], name string, t Transform[I, O]) *Chain[O] {
 		out := newEdge[O](&b.p.opts)
 		u := b.unit(name, kindTransform, t == nil)
 		u.core = newTransformCore(u, t, in, out)
+		u.depth = func() int { return len(in.ch) }
 		return out
 	}}
 }
@@ -90,6 +91,7 @@ func To[T any](c *Chain[T], name string, s Sink[T], opts ...Option) *Pipeline {
 	in := chainInput(b, c)
 	u := b.unit(name, kindSink, s == nil)
 	u.core = newSinkCore(u, s, in)
+	u.depth = func() int { return len(in.ch) }
 	p.byName = make(map[string]*unit, len(p.units))
 	for _, u := range p.units {
 		p.byName[u.name] = u
@@ -459,6 +461,7 @@ func (p *Pipeline) countDeadLetter(at *unit, err error) {
 		}
 	}
 	at.stats.deadLettered.Add(1)
+	at.stats.causes[causeOf(err)].Add(1)
 }
 
 func (p *Pipeline) writeDeadLetter(it Item[any]) {
@@ -486,6 +489,17 @@ func (p *Pipeline) Stats() PipelineStats {
 		s.Counts.Out = u.stats.out.Load()
 		s.Counts.Emitted = u.stats.emitted.Load()
 		s.Restarts = int(u.restarts.Load())
+		if u.depth != nil {
+			s.Queued = u.depth()
+		}
+		for c := range u.stats.causes {
+			if n := u.stats.causes[c].Load(); n > 0 {
+				if s.DeadLetterCauses == nil {
+					s.DeadLetterCauses = make(map[string]uint64)
+				}
+				s.DeadLetterCauses[causeNames[c]] = n
+			}
+		}
 		u.mu.Lock()
 		s.State = u.state
 		s.Timeline = append([]Step(nil), u.timeline...)

@@ -83,6 +83,7 @@ type unit struct {
 	core  core
 	st    *stagefsm.Stage[State, event]
 	stats counters
+	depth func() int // batches queued on the input; nil for a source
 
 	policy   *stagefsm.RestartPolicy // nil: the stage is not restarted
 	openDone chan error              // receives the first Open action's result
