@@ -42,6 +42,9 @@ func (b *builder) unit(name string, k kind, handlerIsNil bool) *unit {
 	}
 	b.seen[name] = true
 	u := newUnit(b.p, name, k)
+	if b.p.opts.latency && k != kindSource {
+		u.lat = new(latency)
+	}
 	b.p.units = append(b.p.units, u)
 	return u
 }
@@ -491,6 +494,9 @@ func (p *Pipeline) Stats() PipelineStats {
 		s.Restarts = int(u.restarts.Load())
 		if u.depth != nil {
 			s.Queued = u.depth()
+		}
+		if u.lat != nil {
+			s.Latency = u.lat.load()
 		}
 		for c := range u.stats.causes {
 			if n := u.stats.causes[c].Load(); n > 0 {

@@ -84,6 +84,9 @@ type Stats struct {
 	// the class of their error: "error", "panic", "fatal", "aborted",
 	// "stage_failed", "restarted". Classes with no dead letter are absent.
 	DeadLetterCauses map[string]uint64
+	// Latency is the stage's batch processing time; nil for a source and
+	// unless the pipeline was built [WithLatency].
+	Latency *Latency
 	// Timeline lists the states the stage entered, in order, starting with
 	// Created at the time the pipeline was built. A restart starts again
 	// from Created.
