@@ -92,6 +92,7 @@ func Merge[T any](name string, ins ...*Stream[T]) *Stream[T] {
 	}
 	out := newStream[T](g, name, "")
 	u := g.unit(name, kindTransform, "merge", false)
+	u.depth = func() int { return len(shared.ch) }
 	u.core = newTransformCore[T, T](u, TransformFunc[T, T](func(_ context.Context, v T, emit func(T)) error {
 		emit(v)
 		return nil

@@ -90,12 +90,33 @@ func read[T any](g *Graph, s *Stream[T], stage string) *edge[T] {
 	default:
 		info := &g.streams[s.id]
 		info.readers = append(info.readers, stage)
+		if u := g.last(stage); u != nil {
+			e := s.edge
+			prev := u.depth
+			u.depth = func() int { // Stats.Queued: batches waiting on every input
+				n := len(e.ch)
+				if prev != nil {
+					n += prev()
+				}
+				return n
+			}
+		}
 		g.edges = append(g.edges, diagramEdge{from: info.from, to: stage, label: info.typeName})
 		return s.edge
 	}
 	e := newEdge[T](&g.p.opts)
 	close(e.ch)
 	return e
+}
+
+// last returns the stage named name added last, or nil.
+func (g *Graph) last(name string) *unit {
+	for i := len(g.p.units) - 1; i >= 0; i-- {
+		if g.p.units[i].name == name {
+			return g.p.units[i]
+		}
+	}
+	return nil
 }
 
 // graphOf returns the graph of s, or nil.
@@ -123,6 +144,9 @@ func (g *Graph) unit(name string, k kind, label string, handlerIsNil bool) *unit
 	g.seen[name] = true
 	u := newUnit(g.p, name, k)
 	u.label = label
+	if g.p.opts.latency && k != kindSource {
+		u.lat = new(latency)
+	}
 	g.p.units = append(g.p.units, u)
 	return u
 }

@@ -26,6 +26,7 @@ type options struct {
 	deadLetter func(Item[any])
 	logger     *zap.Logger
 	restart    map[string]stagefsm.RestartPolicy // by stage name
+	latency    bool
 }
 
 func newOptions(opts []Option) options {

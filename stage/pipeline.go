@@ -441,6 +441,7 @@ func (p *Pipeline) countDeadLetter(at *unit, err error) {
 		}
 	}
 	at.stats.deadLettered.Add(1)
+	at.stats.causes[causeOf(err)].Add(1)
 }
 
 func (p *Pipeline) writeDeadLetter(it Item[any]) {
@@ -471,6 +472,20 @@ func (p *Pipeline) Stats() PipelineStats {
 		s.Restarts = int(u.restarts.Load())
 		if j, ok := u.core.(interface{ unmatchedCount() uint64 }); ok {
 			s.Unmatched = j.unmatchedCount()
+		}
+		if u.depth != nil {
+			s.Queued = u.depth()
+		}
+		if u.lat != nil {
+			s.Latency = u.lat.load()
+		}
+		for c := range u.stats.causes {
+			if n := u.stats.causes[c].Load(); n > 0 {
+				if s.DeadLetterCauses == nil {
+					s.DeadLetterCauses = make(map[string]uint64)
+				}
+				s.DeadLetterCauses[causeNames[c]] = n
+			}
 		}
 		u.mu.Lock()
 		s.State = u.state

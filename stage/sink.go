@@ -3,6 +3,7 @@ package stage
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/stagefsm/stagefsm"
 )
@@ -63,6 +64,9 @@ func (s *sinkCore[T]) consume(ctx context.Context, eof eventKind) (stagefsm.Dire
 	}
 	if !ok {
 		return stagefsm.Transition(event{kind: eof}), nil
+	}
+	if s.u.lat != nil {
+		defer s.u.lat.since(time.Now())
 	}
 	s.held, s.next = b, 0
 	var delivered uint64

@@ -39,6 +39,7 @@ type Counts struct {
 // never sees more items ended than emitted.
 type counters struct {
 	in, out, emitted, delivered, deadLettered, dropped atomic.Uint64
+	causes                                             [len(causeNames)]atomic.Uint64 // dead letters by causeOf
 }
 
 func (c *counters) load() Counts {
@@ -77,6 +78,16 @@ type Stats struct {
 	// Unmatched counts the stream items a join found no reference for,
 	// whatever its strategy did with them (dropped, passed on, failed).
 	Unmatched uint64
+	// Queued is the number of batches waiting in the stage's input channel
+	// when the snapshot was taken. 0 for a source.
+	Queued int
+	// DeadLetterCauses counts the dead letters attributed to the stage by
+	// the class of their error: "error", "panic", "fatal", "aborted",
+	// "stage_failed", "restarted". Classes with no dead letter are absent.
+	DeadLetterCauses map[string]uint64
+	// Latency is the stage's batch processing time; nil for a source and
+	// unless the pipeline was built [WithLatency].
+	Latency *Latency
 	// Timeline lists the states the stage entered, in order, starting with
 	// Created at the time the pipeline was built. A restart starts again
 	// from Created.

@@ -3,6 +3,7 @@ package stage
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/stagefsm/stagefsm"
 )
@@ -79,6 +80,9 @@ func (t *transformCore[I, O]) consume(ctx context.Context, eof eventKind) (stage
 	}
 	if !ok {
 		return stagefsm.Transition(event{kind: eof}), nil
+	}
+	if t.u.lat != nil {
+		defer t.u.lat.since(time.Now())
 	}
 	t.held, t.next = b, 0
 	var delivered uint64

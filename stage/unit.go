@@ -93,6 +93,8 @@ type unit struct {
 	core  core
 	st    *stagefsm.Stage[State, event]
 	stats counters
+	depth func() int // batches queued on the input; nil for a source
+	lat   *latency   // nil unless WithLatency
 
 	policy   *stagefsm.RestartPolicy // nil: the stage is not restarted
 	openDone chan error              // receives the first Open action's result
