@@ -486,6 +486,9 @@ func (p *Pipeline) Stats() PipelineStats {
 		s.Counts.Out = u.stats.out.Load()
 		s.Counts.Emitted = u.stats.emitted.Load()
 		s.Restarts = int(u.restarts.Load())
+		if ks, ok := u.core.(keyedStater); ok {
+			s.Keys, s.Timeouts = ks.keyedStats()
+		}
 		u.mu.Lock()
 		s.State = u.state
 		s.Timeline = append([]Step(nil), u.timeline...)
