@@ -81,7 +81,9 @@ type keyedRec[K comparable, S, E, A, O any] struct {
 
 // keyedStater is the optional interface of a core that reports keys and
 // timeouts in Stats.
-type keyedStater interface{ keyedStats() (keys int, timeouts uint64) }
+type keyedStater interface {
+	keyedStats() (keys int, timeouts uint64)
+}
 
 // keyedCore routes each ok item to its key's machine, fires per-key
 // timeouts from one heap and one timer, and sends the outputs downstream.
@@ -242,8 +244,7 @@ func (k *keyedCore[I, K, S, E, A, O]) item(ctx context.Context, v I) error {
 		}
 	}
 	mark, seq := len(k.cur), k.seq
-	var e E
-	err = safeCall(func() error { e = k.spec.Event(v); return nil })
+	e, err := k.event(v)
 	if err == nil {
 		err = k.feed(ctx, r, e)
 	}
@@ -256,6 +257,16 @@ func (k *keyedCore[I, K, S, E, A, O]) item(ctx context.Context, v I) error {
 	}
 	k.settle(r)
 	return err
+}
+
+// event calls the event function, turning a panic into an error.
+func (k *keyedCore[I, K, S, E, A, O]) event(v I) (e E, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("stage: event function: %w", newPanicError(p))
+		}
+	}()
+	return k.spec.Event(v), nil
 }
 
 // key calls the key function, turning a panic into an error.
