@@ -176,3 +176,10 @@ func (v *validator[S, E, C, A, SK, EK]) strict(d *Definition[S, E, C, A]) {
 		v.problem(ErrNoTerminal, "no terminal state is reachable from %s", d.states[d.initial].name)
 	}
 }
+
+// Terminal reports whether s is a terminal state of the definition; false
+// for a state it does not declare.
+func (d *Definition[S, E, C, A]) Terminal(s S) bool {
+	i, ok := d.stateIndex(s)
+	return ok && d.states[i].terminal
+}

@@ -66,7 +66,7 @@ func TestBroadcastRouteMerge(t *testing.T) {
 	p := build(t, g)
 	require.NoError(t, run(t, p))
 
-	assert.Equal(t, ints(1000, func(i int) int { return i }), all.items(), "a branch keeps the order of its input")
+	assert.Equal(t, ints(1000, func(i int) int { return i }), all.items(), "a branch keeps the purchase of its input")
 	var want []int
 	for i := 1; i <= 1000; i++ {
 		switch {
@@ -158,7 +158,7 @@ type customer struct {
 	Name string
 }
 
-type order struct {
+type purchase struct {
 	ID, Customer int
 }
 
@@ -168,11 +168,11 @@ type enriched struct {
 	Matched bool
 }
 
-func joinSpec(strategy stage.JoinStrategy, mode stage.ReferenceMode) stage.JoinSpec[int, customer, order, enriched] {
-	return stage.JoinSpec[int, customer, order, enriched]{
+func joinSpec(strategy stage.JoinStrategy, mode stage.ReferenceMode) stage.JoinSpec[int, customer, purchase, enriched] {
+	return stage.JoinSpec[int, customer, purchase, enriched]{
 		RefKey:    func(c customer) int { return c.ID },
-		StreamKey: func(o order) int { return o.Customer },
-		Combine: func(o order, c customer, ok bool) enriched {
+		StreamKey: func(o purchase) int { return o.Customer },
+		Combine: func(o purchase, c customer, ok bool) enriched {
 			return enriched{Order: o.ID, Name: c.Name, Matched: ok}
 		},
 		Strategy: strategy,
@@ -188,10 +188,10 @@ func customers(n int) *stagefsmtest.Source[customer] {
 	return src
 }
 
-func orders(n, customers int) *stagefsmtest.Source[order] {
-	src := stagefsmtest.NewSource[order]()
+func purchases(n, customers int) *stagefsmtest.Source[purchase] {
+	src := stagefsmtest.NewSource[purchase]()
 	for i := 1; i <= n; i++ {
-		src.Emit(order{ID: i, Customer: i % (customers + 5)}) // some customers do not exist
+		src.Emit(purchase{ID: i, Customer: i % (customers + 5)}) // some customers do not exist
 	}
 	return src
 }
@@ -210,7 +210,7 @@ func TestJoinStrategies(t *testing.T) {
 				dl := &letters{}
 				g := stage.NewGraph(stage.WithDeadLetter(dl.add), stage.WithBatchSize(16))
 				ref := stage.Read(g, "customers", customers(nCustomers))
-				str := stage.Read(g, "orders", orders(nOrders, nCustomers))
+				str := stage.Read(g, "orders", purchases(nOrders, nCustomers))
 				out := &collector[enriched]{}
 				stage.Write(stage.Join(ref, str, "enrich", joinSpec(strategy, mode)), "out", out)
 				p := build(t, g)
@@ -220,7 +220,7 @@ func TestJoinStrategies(t *testing.T) {
 				require.Equal(t, "enrich", join.Name)
 				assert.Equal(t, "join", join.Kind)
 				if mode == stage.Finite {
-					// Every order was enriched after the whole table was read.
+					// Every purchase was enriched after the whole table was read.
 					assert.EqualValues(t, unmatched, join.Unmatched)
 					assert.Contains(t, kinds(join.Timeline), stage.Hydrating)
 				}
@@ -259,7 +259,7 @@ func TestJoinLiveReferenceNeverEnds(t *testing.T) {
 		return nil
 	})
 	ref := stage.Read(g, "customers", endless)
-	str := stage.Read(g, "orders", orders(100, 3))
+	str := stage.Read(g, "orders", purchases(100, 3))
 	out := &collector[enriched]{}
 	stage.Write(stage.Join(ref, str, "enrich", joinSpec(stage.Left, stage.Live)), "out", out)
 	p := build(t, g)
@@ -271,15 +271,15 @@ func TestJoinLiveReferenceNeverEnds(t *testing.T) {
 func TestJoinKeyPanicIsADeadLetter(t *testing.T) {
 	dl := &letters{}
 	spec := joinSpec(stage.Inner, stage.Finite)
-	spec.StreamKey = func(o order) int {
+	spec.StreamKey = func(o purchase) int {
 		if o.ID == 3 {
-			panic("bad order")
+			panic("bad purchase")
 		}
 		return o.Customer
 	}
 	g := stage.NewGraph(stage.WithDeadLetter(dl.add))
 	ref := stage.Read(g, "customers", customers(10))
-	str := stage.Read(g, "orders", orders(10, 10))
+	str := stage.Read(g, "orders", purchases(10, 10))
 	stage.Write(stage.Join(ref, str, "enrich", spec), "out", &collector[enriched]{})
 	p := build(t, g)
 	require.NoError(t, run(t, p))
@@ -331,7 +331,7 @@ func TestBuildErrors(t *testing.T) {
 func TestGraphMermaid(t *testing.T) {
 	g := stage.NewGraph()
 	ref := stage.Read(g, "customers", customers(1))
-	str := stage.Read(g, "orders", orders(1, 1))
+	str := stage.Read(g, "orders", purchases(1, 1))
 	j := stage.Join(ref, str, "enrich", joinSpec(stage.Inner, stage.Finite))
 	b := stage.Broadcast(j, "fan", 2)
 	stage.Write(b[0], "store", &collector[enriched]{})
@@ -346,7 +346,7 @@ func TestGraphMermaid(t *testing.T) {
 	want, err := os.ReadFile(path)
 	require.NoError(t, err, "run go test -update to create it")
 	assert.Equal(t, string(want), got)
-	assert.Contains(t, got, "stage_test.order")
+	assert.Contains(t, got, "stage_test.purchase")
 }
 
 func TestMergeEndsWhenAllInputsEnd(t *testing.T) {

@@ -487,6 +487,9 @@ func (p *Pipeline) Stats() PipelineStats {
 				s.DeadLetterCauses[causeNames[c]] = n
 			}
 		}
+		if ks, ok := u.core.(keyedStater); ok {
+			s.Keys, s.Timeouts = ks.keyedStats()
+		}
 		u.mu.Lock()
 		s.State = u.state
 		s.Timeline = append([]Step(nil), u.timeline...)

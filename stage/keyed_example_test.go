@@ -1,0 +1,83 @@
+package stage_test
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/mealy"
+	"github.com/stagefsm/stagefsm/stage"
+	"github.com/stagefsm/stagefsm/stagefsmtest"
+)
+
+// step is the action of the cart machine below.
+type step string
+
+func (s step) String() string { return string(s) }
+
+// Each cart key runs its own Mealy machine: open until paid, then removed.
+// Carts still open at end of input are flushed by the drain event.
+func ExampleKeyed() {
+	type scope = stage.Scope[string, string]
+	id := func(s string) string { return s }
+	b := mealy.New[string, string, *scope, step](id, id)
+	b.Initial("open")
+	b.State("open")
+	b.State("paid").Terminal()
+	b.On("open", "add").Stay()
+	b.On("open", "pay").To("paid").Do("receipt")
+	b.On("open", "drain").To("paid").Do("flush")
+	def, err := b.Build()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	type ev struct{ cart, kind string }
+	src := stagefsmtest.NewSource[ev]().Emit(ev{"ann", "add"}, ev{"bob", "add"}, ev{"ann", "pay"})
+	keyed := stage.ThenKeyed(stage.From("events", stage.Source[ev](src)), "carts", stage.KeyedSpec[ev, string, string, string, step, string]{
+		Key:   func(e ev) string { return e.cart },
+		Event: func(e ev) string { return e.kind },
+		New: func(string) (stagefsm.Machine[string, string, *scope, step], error) {
+			return def.New("open")
+		},
+		Act: func(_ context.Context, a step, _ string, s *scope) error {
+			s.Emit(s.Key() + " " + a.String())
+			return nil
+		},
+		Terminal: def.Terminal,
+		Drain:    func(string) (string, bool) { return "drain", true },
+	})
+	p := stage.To(keyed, "print", stage.SinkFunc[string](func(_ context.Context, s string) error {
+		fmt.Println(s)
+		return nil
+	}))
+	if err := p.Start(context.Background()); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(p.Wait(context.Background()), p.Stats().Stages[1].Keys)
+	// Output:
+	// ann receipt
+	// bob flush
+	// <nil> 0
+}
+
+// An unkeyed aggregate: the sum of the input, emitted at end of input.
+func ExampleAggregate() {
+	src := stagefsmtest.NewSource[int]().Emit(1, 2, 3, 4)
+	sum := stage.ThenAggregate(stage.From("numbers", stage.Source[int](src)), "sum",
+		func(total *int, n int) { *total += n },
+		func(total int, emit func(string)) { emit(fmt.Sprint("total ", total)) })
+	p := stage.To(sum, "print", stage.SinkFunc[string](func(_ context.Context, s string) error {
+		fmt.Println(s)
+		return nil
+	}))
+	if err := p.Start(context.Background()); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(p.Wait(context.Background()))
+	// Output:
+	// total 10
+	// <nil>
+}
