@@ -243,4 +243,15 @@ var targets = []target{
 			}
 			return strings.Join(parts, "; ") + " — threshold: 1 ms of CPU per second above the no-stage baseline", verdict
 		}},
+	{"#18", "Metrics on (`stage.WithLatency` + a scraped `promstage.Collector`): `BenchmarkPerItem`'s ratio grows by ≤ 1.2×",
+		func(r *results, _ *scalereport.Report) (string, string) {
+			pi := r.get("contrib/promstage", "PerItem")
+			if !pi.has("on/off") {
+				return absent("contrib/promstage PerItem")
+			}
+			q := pi.median("on/off")
+			lo, hi := pi.spread("on/off")
+			return fmt.Sprintf("%s× (interleaved, median of %d rounds, range %s–%s; ratio to bare channels %s× off, %s× on)", num(q),
+				len(pi.samples["on/off"]), num(lo), num(hi), num(pi.median("ratio-off")), num(pi.median("ratio-on"))), ratioVerdict(q, lo, hi, 1.2)
+		}},
 }
