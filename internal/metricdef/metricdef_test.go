@@ -55,7 +55,7 @@ func TestValues(t *testing.T) {
 			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
 		}
 	}
-	if n := len(States); n != 7 || States[0] != "Created" {
-		t.Errorf("States = %v, want the 7 kinds from Created", States)
+	if n := len(States); n != 8 || States[0] != "Created" || States[7] != "Hydrating" {
+		t.Errorf("States = %v, want the 8 kinds from Created to Hydrating", States)
 	}
 }
