@@ -208,9 +208,11 @@ func (p *Pipeline) gates(ctx context.Context) error {
 		case kindSource:
 			want = WaitingForGun
 		case kindJoin:
-			want = Hydrating // it waits there for its reference input
+			want = Hydrating // it waits there for its reference input (a live join goes on to Running at once)
 		}
-		if _, err := u.st.WaitState(ctx, func(s State) bool { return s.Kind == want }); err != nil {
+		if _, err := u.st.WaitState(ctx, func(s State) bool {
+			return s.Kind == want || (want == Hydrating && s.Kind == Running)
+		}); err != nil {
 			return &Error{Stage: u.name, Err: err}
 		}
 	}
