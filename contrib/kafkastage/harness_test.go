@@ -106,8 +106,13 @@ func passOn(_ context.Context, r *kafkastage.Record, emit func(*kafkastage.Recor
 
 func startMember(t *testing.T, k *cluster, f process, srcOpts []kafkastage.SourceOption, sinkOpts ...kafkastage.SinkOption) *member {
 	t.Helper()
+	return startMemberWith(t, k, k.opts(), f, srcOpts, sinkOpts...)
+}
+
+func startMemberWith(t *testing.T, k *cluster, srcKopts []kgo.Opt, f process, srcOpts []kafkastage.SourceOption, sinkOpts ...kafkastage.SinkOption) *member {
+	t.Helper()
 	m := &member{
-		src:  kafkastage.NewSource(k.opts(), "g", []string{inTopic}, srcOpts...),
+		src:  kafkastage.NewSource(srcKopts, "g", []string{inTopic}, srcOpts...),
 		sink: kafkastage.NewSink(k.opts(), outTopic, sinkOpts...),
 		dl:   kafkastage.NewDeadLetters(k.opts(), dlqTopic, sinkOpts...),
 	}
