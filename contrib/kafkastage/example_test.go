@@ -1,0 +1,63 @@
+package kafkastage_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/stagefsm/stagefsm/contrib/kafkastage"
+	"github.com/stagefsm/stagefsm/stage"
+)
+
+// A worker reads the "orders" topic as a member of the group "billing",
+// produces to "invoices" and writes what it rejects to "orders.dlq".
+func Example() {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "orders", "invoices", "orders.dlq"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer cluster.Close()
+	kopts := []kgo.Opt{kgo.SeedBrokers(cluster.ListenAddrs()...)}
+
+	feed, _ := kgo.NewClient(kopts...)
+	for i := range 6 {
+		feed.ProduceSync(context.Background(), &kgo.Record{Topic: "orders", Value: []byte(strconv.Itoa(i))})
+	}
+	feed.Close()
+
+	dl := kafkastage.NewDeadLetters(kopts, "orders.dlq")
+	defer dl.Close()
+	src := kafkastage.NewSource(kopts, "billing", []string{"orders"})
+	sink := kafkastage.NewSink(kopts, "invoices")
+	bill := stage.TransformFunc[*kafkastage.Record, *kafkastage.Record](
+		func(_ context.Context, r *kafkastage.Record, emit func(*kafkastage.Record)) error {
+			if string(r.Value) == "3" {
+				return errors.New("no such customer")
+			}
+			r.Value = append([]byte("invoice "), r.Value...)
+			emit(r)
+			return nil
+		})
+	p := stage.To(stage.Then(stage.From("orders", src), "bill", bill), "invoices", sink,
+		stage.WithDeadLetter(dl.Write))
+	if err := p.Start(context.Background()); err != nil {
+		fmt.Println(err)
+		return
+	}
+	for src.Stats().Committable < 6 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.Drain()
+	fmt.Println(p.Wait(context.Background()))
+	fmt.Println("produced", sink.Stats().Produced, "dead letters", dl.Stats().Written,
+		"committable", src.Stats().Committable)
+	// Output:
+	// <nil>
+	// produced 5 dead letters 1 committable 6
+}

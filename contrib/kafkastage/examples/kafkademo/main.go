@@ -1,0 +1,174 @@
+// Command kafkademo runs kafkastage workers over a Kafka cluster — an
+// in-process kfake cluster by default, or a real one with -brokers — and
+// compares one pass-through member with a hand-written franz-go
+// consume/produce loop over the same input.
+//
+//	cd contrib/kafkastage && go run ./examples/kafkademo [-n 100000] [-members 3] [-brokers host:9092]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/stagefsm/stagefsm/contrib/kafkastage"
+	"github.com/stagefsm/stagefsm/stage"
+)
+
+func main() {
+	n := flag.Int("n", 100000, "records in the input topic")
+	members := flag.Int("members", 3, "kafkastage members in the group")
+	brokers := flag.String("brokers", "", "seed brokers of a real cluster (comma-separated); empty: kfake")
+	flag.Parse()
+	if err := run(*n, *members, *brokers); err != nil {
+		fmt.Fprintln(os.Stderr, "kafkademo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(n, members int, brokers string) error {
+	seeds := strings.Split(brokers, ",")
+	if brokers == "" {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(6))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		seeds = c.ListenAddrs()
+	}
+	kopts := []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.AllowAutoTopicCreation()}
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	in := "demo-in-" + run
+	if err := fill(kopts, in, n); err != nil {
+		return err
+	}
+
+	// N members in one group.
+	d, counts, err := stageRun(kopts, in, "demo-out-"+run, "demo-"+run, n, members)
+	if err != nil {
+		return err
+	}
+	total := 0
+	for i, c := range counts {
+		fmt.Printf("member %d: %d records\n", i+1, c)
+		total += c
+	}
+	fmt.Printf("accounting: input %d = processed %d (lost %d); %d members, %v, %.0f records/s\n",
+		n, total, max(n-total, 0), members, d.Round(time.Millisecond), float64(n)/d.Seconds())
+
+	// One pass-through member against the hand-written loop.
+	d1, _, err := stageRun(kopts, in, "demo-out1-"+run, "demo1-"+run, n, 1)
+	if err != nil {
+		return err
+	}
+	dh, err := handLoop(kopts, in, "demo-outh-"+run, "demoh-"+run, n)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("1 member pass-through: kafkastage %.0f records/s, hand-written loop %.0f records/s, ratio %.2fx\n",
+		float64(n)/d1.Seconds(), float64(n)/dh.Seconds(), dh.Seconds()/d1.Seconds())
+	return nil
+}
+
+func fill(kopts []kgo.Opt, topic string, n int) error {
+	c, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	for i := range n {
+		v := []byte(strconv.Itoa(i))
+		wg.Add(1)
+		c.Produce(context.Background(), &kgo.Record{Topic: topic, Key: v, Value: v}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				first = err
+				mu.Unlock()
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+// stageRun runs members kafkastage pipelines until n input offsets are
+// committable, and returns the time taken and each member's count.
+func stageRun(kopts []kgo.Opt, in, out, group string, n, members int) (time.Duration, []int, error) {
+	dl := kafkastage.NewDeadLetters(kopts, out+"-dlq")
+	defer dl.Close()
+	type worker struct {
+		src *kafkastage.Source
+		p   *stage.Pipeline
+	}
+	start := time.Now()
+	ws := make([]worker, members)
+	for i := range ws {
+		src := kafkastage.NewSource(kopts, group, []string{in})
+		p := stage.To(stage.From("in", src), "out", kafkastage.NewSink(kopts, out), stage.WithDeadLetter(dl.Write))
+		if err := p.Start(context.Background()); err != nil {
+			return 0, nil, err
+		}
+		ws[i] = worker{src, p}
+	}
+	for {
+		var sum uint64
+		for _, w := range ws {
+			sum += w.src.Stats().Committable
+		}
+		if sum >= uint64(n) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	d := time.Since(start)
+	counts := make([]int, members)
+	for i, w := range ws {
+		w.p.Drain()
+		if err := w.p.Wait(context.Background()); err != nil {
+			return 0, nil, err
+		}
+		counts[i] = int(w.src.Stats().Received)
+	}
+	return d, counts, nil
+}
+
+// handLoop is the plain franz-go loop: poll, produce each record, flush,
+// commit.
+func handLoop(kopts []kgo.Opt, in, out, group string, n int) (time.Duration, error) {
+	c, err := kgo.NewClient(append(kopts, kgo.ConsumerGroup(group), kgo.ConsumeTopics(in), kgo.DisableAutoCommit())...)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	start := time.Now()
+	done := 0
+	for done < n {
+		fs := c.PollRecords(context.Background(), 512)
+		if err := fs.Err0(); err != nil {
+			return 0, err
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			c.Produce(context.Background(), &kgo.Record{Topic: out, Key: r.Key, Value: r.Value, Headers: r.Headers}, nil)
+			done++
+		})
+		if err := c.Flush(context.Background()); err != nil {
+			return 0, err
+		}
+		if err := c.CommitUncommittedOffsets(context.Background()); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
+}

@@ -1,0 +1,116 @@
+package kafkastage
+
+import "time"
+
+// Defaults of the options, documented on each option.
+const (
+	defaultMaxOutage      = 30 * time.Second
+	defaultMaxPoll        = 512
+	defaultMaxRecordBytes = 1 << 20
+)
+
+// A SourceOption configures a [Source] (see [NewSource]).
+type SourceOption interface {
+	applySource(*sourceOptions)
+}
+
+// A SinkOption configures a [Sink] (see [NewSink]) and a [DeadLetters]
+// writer (see [NewDeadLetters]).
+type SinkOption interface {
+	applySink(*sinkOptions)
+}
+
+// An Option configures a [Source], a [Sink] and a [DeadLetters] writer.
+type Option interface {
+	SourceOption
+	SinkOption
+}
+
+type sourceOptions struct {
+	maxOutage time.Duration
+	maxPoll   int
+}
+
+func newSourceOptions(opts []SourceOption) sourceOptions {
+	o := sourceOptions{maxOutage: defaultMaxOutage, maxPoll: defaultMaxPoll}
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applySource(&o)
+		}
+	}
+	return o
+}
+
+type sinkOptions struct {
+	maxOutage      time.Duration
+	maxRecordBytes int
+}
+
+func newSinkOptions(opts []SinkOption) sinkOptions {
+	o := sinkOptions{maxOutage: defaultMaxOutage, maxRecordBytes: defaultMaxRecordBytes}
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applySink(&o)
+		}
+	}
+	return o
+}
+
+type sourceOption func(*sourceOptions)
+
+func (f sourceOption) applySource(o *sourceOptions) { f(o) }
+
+type sinkOption func(*sinkOptions)
+
+func (f sinkOption) applySink(o *sinkOptions) { f(o) }
+
+type outageOption time.Duration
+
+func (d outageOption) applySource(o *sourceOptions) { o.maxOutage = time.Duration(d) }
+func (d outageOption) applySink(o *sinkOptions)     { o.maxOutage = time.Duration(d) }
+
+// WithMaxOutage bounds how long a stage rides out brokers that do not
+// answer (a broker restart, a network cut): meanwhile the client
+// reconnects on its own, the [Source] keeps polling and the [Sink] keeps
+// retrying its produce requests (idempotently, so nothing is written
+// twice). Once d has passed without an answer, the stage fails with an
+// error wrapping [ErrUnavailable], which the pipeline reports (see
+// [stage.Pipeline.Wait]). A [Sink] waits at least 1s (the client's
+// minimum). d ≤ 0 falls back to the default.
+//
+// Default: 30s.
+func WithMaxOutage(d time.Duration) Option {
+	if d <= 0 {
+		d = defaultMaxOutage
+	}
+	return outageOption(d)
+}
+
+// WithMaxPoll sets how many records one call of [Source.Next] emits at
+// most. n < 1 falls back to the default.
+//
+// Default: 512.
+func WithMaxPoll(n int) SourceOption {
+	return sourceOption(func(o *sourceOptions) {
+		if n < 1 {
+			n = defaultMaxPoll
+		}
+		o.maxPoll = n
+	})
+}
+
+// WithMaxRecordBytes sets the largest record (key, value and headers) a
+// [Sink] or a [DeadLetters] writer produces; a larger one is rejected with
+// [ErrOversize] and dead-lettered (a [DeadLetters] writer drops its value
+// and keeps the headers). It should not exceed the topic's
+// max.message.bytes. n < 1 falls back to the default.
+//
+// Default: 1 MiB.
+func WithMaxRecordBytes(n int) SinkOption {
+	return sinkOption(func(o *sinkOptions) {
+		if n < 1 {
+			n = defaultMaxRecordBytes
+		}
+		o.maxRecordBytes = n
+	})
+}

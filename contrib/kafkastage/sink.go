@@ -1,0 +1,191 @@
+package kafkastage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/stagefsm/stagefsm/stage"
+)
+
+var (
+	_ stage.Sink[*Record] = (*Sink)(nil)
+	_ stage.Opener        = (*Sink)(nil)
+	_ stage.Flusher       = (*Sink)(nil)
+	_ io.Closer           = (*Sink)(nil)
+)
+
+// Sink is a [stage.Sink] of [*Record] that produces each record to a
+// Kafka topic with its key and headers, through an idempotent producer:
+// a produce request retried after a lost answer is written once.
+//
+// Producing is asynchronous: Consume hands the record to the client and
+// returns; when the brokers acknowledge it, the input offset it came from
+// becomes committable (see [Source]). Flush, at the end of input, waits
+// until every record is acknowledged.
+//
+// The client retries on its own for up to [WithMaxOutage]; a record not
+// acknowledged by then, or refused for good, fails the stage with an error
+// wrapping [ErrUnavailable] (or the broker's error), which the pipeline
+// reports (see [stage.Pipeline.Wait]); its input offset stays uncommitted,
+// so the group reads it again. A record larger than [WithMaxRecordBytes]
+// is rejected with [ErrOversize] and dead-lettered.
+//
+// A Sink serves one pipeline, once, and owns its client. Its methods are
+// called by the stage (see [stage.Sink]); [Sink.Stats] may be called at
+// any time.
+type Sink struct {
+	kopts []kgo.Opt
+	topic string
+	o     sinkOptions
+	stats sinkCounters
+
+	// Owned by the stage: Open, Consume, Flush and Close.
+	used   bool
+	closed bool
+	client *kgo.Client
+
+	mu  sync.Mutex
+	err error // why the sink failed, set by a produce callback
+}
+
+// NewSink returns a [Sink] that produces to topic with a client made from
+// kopts (which must name the seed brokers, [kgo.SeedBrokers]). Do not pass
+// [kgo.DisableIdempotentWrite]: the Sink relies on idempotent writes.
+func NewSink(kopts []kgo.Opt, topic string, opts ...SinkOption) *Sink {
+	return &Sink{kopts: kopts, topic: topic, o: newSinkOptions(opts)}
+}
+
+// Open creates the client. It returns an error for an empty topic or
+// options the client refuses, and [ErrAlreadyOpened] when called twice.
+func (s *Sink) Open(context.Context) error {
+	if s.used {
+		return ErrAlreadyOpened
+	}
+	s.used = true
+	if s.topic == "" {
+		return errors.New("kafkastage: NewSink was given an empty topic")
+	}
+	client, err := newProducer(s.kopts, s.o)
+	if err != nil {
+		return fmt.Errorf("kafkastage: sink client: %w", err)
+	}
+	s.client = client
+	return nil
+}
+
+func newProducer(kopts []kgo.Opt, o sinkOptions) (*kgo.Client, error) {
+	return kgo.NewClient(append(append([]kgo.Opt(nil), kopts...),
+		kgo.RecordDeliveryTimeout(max(o.maxOutage, time.Second)), // the client's minimum
+		kgo.ProducerBatchMaxBytes(int32(max(o.maxRecordBytes+4096, 1<<20))),
+	)...)
+}
+
+// Consume produces r, asynchronously. It returns an error wrapping
+// [ErrInvalidRecord] for a nil r and [ErrOversize] for one larger than
+// [WithMaxRecordBytes] (both non-fatal: r is dead-lettered), and an error
+// made with [stage.Fatal] once the sink has failed.
+func (s *Sink) Consume(ctx context.Context, r *Record) error {
+	switch {
+	case s.client == nil || s.closed:
+		return stage.Fatal(errors.New("kafkastage: Sink.Consume outside Open and Close"))
+	case r == nil:
+		return fmt.Errorf("%w: nil *Record", ErrInvalidRecord)
+	case r.size() > s.o.maxRecordBytes:
+		return fmt.Errorf("%w: %d bytes from %s/%d@%d, limit %d",
+			ErrOversize, r.size(), r.Topic, r.Partition, r.Offset, s.o.maxRecordBytes)
+	}
+	if err := s.failure(); err != nil {
+		return stage.Fatal(err)
+	}
+	t := r.t
+	out := &kgo.Record{Topic: s.topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+	s.client.Produce(context.Background(), out, func(_ *kgo.Record, err error) {
+		if err != nil {
+			s.fail(err)
+			s.stats.unconfirmed.Add(1)
+			if t != nil {
+				t.release()
+			}
+			return
+		}
+		s.stats.produced.Add(1)
+		if t != nil {
+			t.finish()
+		}
+	})
+	return nil
+}
+
+func (s *Sink) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = producerError(s.topic, err)
+	}
+}
+
+// producerError wraps err with ErrUnavailable when the brokers did not
+// answer in time.
+func producerError(topic string, err error) error {
+	if errors.Is(err, kgo.ErrRecordTimeout) || errors.Is(err, kgo.ErrRecordRetries) ||
+		errors.Is(err, kgo.ErrClientClosed) {
+		return fmt.Errorf("%w: produce to %q: %w", ErrUnavailable, topic, err)
+	}
+	return fmt.Errorf("kafkastage: produce to %q: %w", topic, err)
+}
+
+func (s *Sink) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Flush waits until every record produced is acknowledged, and returns the
+// sink's failure, if it failed, or ctx.Err().
+func (s *Sink) Flush(ctx context.Context) error {
+	if s.client == nil || s.closed {
+		return errors.New("kafkastage: Sink.Flush outside Open and Close")
+	}
+	if err := s.client.Flush(ctx); err != nil {
+		return err
+	}
+	return s.failure()
+}
+
+// Close closes the client; records not yet acknowledged fail, and their
+// input offsets stay uncommitted. Calling it again, or on a Sink never
+// opened, does nothing.
+func (s *Sink) Close() error {
+	if s.client == nil || s.closed {
+		return nil
+	}
+	s.closed = true
+	s.client.Close()
+	return nil
+}
+
+// SinkStats counts what a [Sink] did.
+type SinkStats struct {
+	// Produced counts the records the brokers acknowledged.
+	Produced uint64
+	// Unconfirmed counts the records given up without an acknowledgement;
+	// their input offsets stay uncommitted.
+	Unconfirmed uint64
+}
+
+type sinkCounters struct {
+	produced, unconfirmed atomic.Uint64
+}
+
+// Stats returns a snapshot of the sink's counts. It is safe to call at any
+// time.
+func (s *Sink) Stats() SinkStats {
+	return SinkStats{Produced: s.stats.produced.Load(), Unconfirmed: s.stats.unconfirmed.Load()}
+}

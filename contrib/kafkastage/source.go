@@ -1,0 +1,369 @@
+package kafkastage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/stagefsm/stagefsm/stage"
+)
+
+// Timings of the Source.
+const (
+	// pollWait is how long Next waits for records when none is buffered.
+	pollWait = 50 * time.Millisecond
+	// probeEvery is how often an idle Source checks that a broker answers.
+	probeEvery = 250 * time.Millisecond
+	// probeTimeout bounds one check.
+	probeTimeout = time.Second
+	// settleWait bounds how long a revocation, and Close, wait for the
+	// records emitted from a partition to be produced or dead-lettered.
+	settleWait = 10 * time.Second
+	// commitTimeout bounds the synchronous commit of a revocation or Close.
+	commitTimeout = 5 * time.Second
+)
+
+var (
+	_ stage.Source[*Record] = (*Source)(nil)
+	_ stage.Opener          = (*Source)(nil)
+	_ io.Closer             = (*Source)(nil)
+)
+
+// Source is a [stage.Source] of [*Record] that is a member of a Kafka
+// consumer group. Several workers — separate pipelines, in one process or
+// many — may each run a Source of the same group: Kafka spreads the
+// partitions among them.
+//
+// Records of one partition are emitted in offset order. An offset is
+// committed only once its record, and every record before it in its
+// partition, has been produced by a [Sink] or written to the dead-letter
+// topic by [DeadLetters] (which the pipeline must use): the delivery is at
+// least once, and nothing read is lost.
+//
+// When the group takes partitions from this member (another member
+// joined, or this one is leaving), the revocation waits — up to 10s — for
+// the records already emitted from them to be produced or dead-lettered,
+// then commits their offsets before the partitions move: the next owner
+// starts where this one stopped. A partition assigned starts at its
+// committed offset. A member that dies without leaving commits nothing
+// more; its partitions move after the group's session timeout and are read
+// again from their committed offsets.
+//
+// Brokers that do not answer are ridden out for up to [WithMaxOutage];
+// beyond that Next fails the stage with an error wrapping
+// [ErrUnavailable].
+//
+// A Source serves one pipeline, once, and owns its client. Its methods
+// are called by the stage (see [stage.Source]); [Source.Stats] may be
+// called at any time.
+type Source struct {
+	kopts  []kgo.Opt
+	group  string
+	topics []string
+	o      sourceOptions
+	stats  sourceCounters
+
+	client *kgo.Client
+
+	// Owned by the stage: Open, Next and Close.
+	used      bool
+	opened    bool
+	lastProbe time.Time
+	downSince time.Time
+	lastErr   error
+
+	mu    sync.Mutex
+	parts map[topicPartition]*partition
+
+	outstanding atomic.Int64  // emitted and not settled
+	settled     chan struct{} // poked at each settlement
+}
+
+type topicPartition struct {
+	topic string
+	id    int32
+}
+
+// NewSource returns a [Source] that joins the consumer group group and
+// consumes topics, with a client made from kopts (which must name the
+// seed brokers, [kgo.SeedBrokers]). The Source adds the options that make
+// it a group member committing only what was delivered: do not pass
+// [kgo.ConsumerGroup], [kgo.ConsumeTopics], commit or rebalance-callback
+// options yourself.
+func NewSource(kopts []kgo.Opt, group string, topics []string, opts ...SourceOption) *Source {
+	return &Source{kopts: kopts, group: group, topics: topics, o: newSourceOptions(opts)}
+}
+
+// Open creates the client and joins the group. It returns an error for a
+// missing group or topic name or options the client refuses, and
+// [ErrAlreadyOpened] when called twice; the pipeline then does not start.
+func (s *Source) Open(context.Context) error {
+	if s.used {
+		return ErrAlreadyOpened
+	}
+	s.used = true
+	if s.group == "" || len(s.topics) == 0 {
+		return errors.New("kafkastage: NewSource needs a group and at least one topic")
+	}
+	s.parts = make(map[topicPartition]*partition)
+	s.settled = make(chan struct{}, 1)
+	kopts := append(append([]kgo.Opt(nil), s.kopts...),
+		kgo.ConsumerGroup(s.group),
+		kgo.ConsumeTopics(s.topics...),
+		kgo.AutoCommitMarks(),
+		kgo.OnPartitionsRevoked(s.revoked),
+		kgo.OnPartitionsLost(s.lost),
+	)
+	client, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return fmt.Errorf("kafkastage: source client: %w", err)
+	}
+	s.client = client
+	s.lastProbe = time.Now()
+	s.opened = true
+	return nil
+}
+
+// Next emits the records that have arrived, up to [WithMaxPoll], waiting
+// up to 50ms when none has. It returns an error wrapping [ErrUnavailable],
+// made with [stage.Fatal], when no broker has answered for longer than
+// [WithMaxOutage].
+func (s *Source) Next(ctx context.Context, emit func(*Record)) error {
+	if !s.opened {
+		return stage.Fatal(errors.New("kafkastage: Source.Next outside Open and Close"))
+	}
+	pctx, cancel := context.WithTimeout(ctx, pollWait)
+	fs := s.client.PollRecords(pctx, s.o.maxPoll)
+	cancel()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if fs.IsClientClosed() {
+		return stage.Fatal(s.unavailable("the client is closed"))
+	}
+	fs.EachError(func(_ string, _ int32, err error) {
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			s.lastErr = err
+		}
+	})
+	n := 0
+	fs.EachRecord(func(r *kgo.Record) {
+		n++
+		s.emit(r, emit)
+	})
+	if n > 0 {
+		s.downSince = time.Time{}
+		return nil
+	}
+	return s.check(ctx)
+}
+
+func (s *Source) emit(r *kgo.Record, emit func(*Record)) {
+	p := s.partition(r.Topic, r.Partition)
+	e := &envelope{}
+	e.t.p, e.t.offset, e.t.epoch = p, r.Offset, r.LeaderEpoch
+	e.r = Record{
+		Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+		Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp,
+		t: &e.t,
+	}
+	p.add(&e.t)
+	s.outstanding.Add(1)
+	s.stats.received.Add(1)
+	emit(&e.r)
+}
+
+// envelope allocates a Record and its ticket at once.
+type envelope struct {
+	r Record
+	t ticket
+}
+
+func (s *Source) partition(topic string, id int32) *partition {
+	k := topicPartition{topic, id}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.parts[k]
+	if p == nil {
+		p = &partition{src: s, topic: topic, id: id}
+		s.parts[k] = p
+	}
+	return p
+}
+
+// check probes the brokers every probeEvery while the source is idle, and
+// fails once none has answered for longer than the outage budget.
+func (s *Source) check(ctx context.Context) error {
+	now := time.Now()
+	if now.Sub(s.lastProbe) < probeEvery {
+		return nil
+	}
+	s.lastProbe = now
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	err := s.client.Ping(pctx)
+	cancel()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err == nil {
+		s.downSince = time.Time{}
+		return nil
+	}
+	s.lastErr = err
+	if s.downSince.IsZero() {
+		s.downSince = now
+	}
+	if d := time.Since(s.downSince); d >= s.o.maxOutage {
+		return stage.Fatal(s.unavailable(fmt.Sprintf("no broker answered for %v", d.Round(time.Millisecond))))
+	}
+	return nil
+}
+
+func (s *Source) unavailable(why string) error {
+	if s.lastErr == nil {
+		return fmt.Errorf("%w: group %s: %s", ErrUnavailable, s.group, why)
+	}
+	return fmt.Errorf("%w: group %s: %s: %w", ErrUnavailable, s.group, why, s.lastErr)
+}
+
+// settle counts one settled record and wakes a waiting revocation or Close.
+func (s *Source) settle() {
+	s.outstanding.Add(-1)
+	select {
+	case s.settled <- struct{}{}:
+	default:
+	}
+}
+
+// revoked runs in the client's group goroutine before partitions leave
+// this member: it waits for their emitted records to settle, commits, and
+// forgets them.
+func (s *Source) revoked(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
+	s.waitSettled(ctx, lost)
+	cctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	if err := s.client.CommitMarkedOffsets(cctx); err != nil {
+		s.stats.commitErrors.Add(1)
+	}
+	cancel()
+	s.forget(lost)
+}
+
+// lost runs when partitions were taken without a revocation (the session
+// expired): nothing of them may be committed any more.
+func (s *Source) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	s.forget(lost)
+}
+
+func (s *Source) forget(parts map[string][]int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for topic, ids := range parts {
+		for _, id := range ids {
+			k := topicPartition{topic, id}
+			if p := s.parts[k]; p != nil {
+				p.mu.Lock()
+				p.revoked = true
+				p.mu.Unlock()
+				delete(s.parts, k)
+			}
+		}
+	}
+}
+
+// waitSettled waits, up to settleWait, until no record emitted from parts
+// (all partitions when parts is nil) is still open.
+func (s *Source) waitSettled(ctx context.Context, parts map[string][]int32) {
+	timer := time.NewTimer(settleWait)
+	defer timer.Stop()
+	for !s.quiet(parts) {
+		select {
+		case <-s.settled:
+		case <-time.After(10 * time.Millisecond): // a settlement of another waiter's poke
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// quiet reports whether every ticket of parts is settled.
+func (s *Source) quiet(parts map[string][]int32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, p := range s.parts {
+		if parts != nil && !contains(parts[k.topic], k.id) {
+			continue
+		}
+		p.mu.Lock()
+		for _, t := range p.pending {
+			if t.state.Load() == open {
+				p.mu.Unlock()
+				return false
+			}
+		}
+		p.mu.Unlock()
+	}
+	return true
+}
+
+func contains(ids []int32, id int32) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Close waits, up to 10s, for the records already emitted to be produced or
+// dead-lettered, commits their offsets, leaves the group and closes the
+// client. Records still open then stay uncommitted, and the group's next
+// owner of their partitions reads them again. Calling Close again, or on a
+// Source never opened, does nothing. It returns nil.
+func (s *Source) Close() error {
+	if !s.opened {
+		return nil
+	}
+	s.opened = false
+	s.waitSettled(context.Background(), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	if err := s.client.CommitMarkedOffsets(ctx); err != nil {
+		s.stats.commitErrors.Add(1)
+	}
+	cancel()
+	s.client.Close()
+	return nil
+}
+
+// SourceStats counts what a [Source] did with its records.
+type SourceStats struct {
+	// Received counts the records emitted into the pipeline.
+	Received uint64
+	// Committable counts the records whose offsets were marked for commit
+	// (produced or dead-lettered, and every earlier one of the partition).
+	Committable uint64
+	// Released counts the records given up unprocessed (the pipeline
+	// stopped): their offsets stay uncommitted.
+	Released uint64
+	// CommitErrors counts the synchronous commits that failed.
+	CommitErrors uint64
+}
+
+type sourceCounters struct {
+	received, committable, released, commitErrors atomic.Uint64
+}
+
+// Stats returns a snapshot of the source's counts. It is safe to call at
+// any time.
+func (s *Source) Stats() SourceStats {
+	c := &s.stats
+	return SourceStats{Received: c.received.Load(), Committable: c.committable.Load(),
+		Released: c.released.Load(), CommitErrors: c.commitErrors.Load()}
+}
