@@ -133,9 +133,9 @@ func TestRegisterValues(t *testing.T) {
 			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
 		}
 	}
-	// Per stage: 12 single-value instruments + 6 causes + 7 states; no
+	// Per stage: 12 single-value instruments + 6 causes + one per state; no
 	// histogram without WithLatency; plus the pipeline gauge.
-	if n, w := len(got), 3*(12+6+7)+1; n != w {
+	if n, w := len(got), 3*(12+6+len(metricdef.States))+1; n != w {
 		t.Errorf("%d data points, want %d", n, w)
 	}
 }

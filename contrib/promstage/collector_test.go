@@ -3,6 +3,7 @@ package promstage_test
 import (
 	"context"
 	"errors"
+	"github.com/stagefsm/stagefsm/internal/metricdef"
 	"io"
 	"strconv"
 	"strings"
@@ -130,6 +131,7 @@ stagefsm_stage_state{kind="transform",pipeline="numbers",stage="parse",state="Cr
 stagefsm_stage_state{kind="transform",pipeline="numbers",stage="parse",state="Draining"} 0
 stagefsm_stage_state{kind="transform",pipeline="numbers",stage="parse",state="Drained"} 1
 stagefsm_stage_state{kind="transform",pipeline="numbers",stage="parse",state="Failed"} 0
+stagefsm_stage_state{kind="transform",pipeline="numbers",stage="parse",state="Hydrating"} 0
 stagefsm_stage_state{kind="transform",pipeline="numbers",stage="parse",state="Initialized"} 0
 stagefsm_stage_state{kind="transform",pipeline="numbers",stage="parse",state="Running"} 0
 stagefsm_stage_state{kind="transform",pipeline="numbers",stage="parse",state="WaitingForGun"} 0
@@ -146,9 +148,10 @@ stagefsm_stage_queued_batches{kind="transform",pipeline="numbers",stage="parse"}
 		t.Error(err)
 	}
 	// Only parse is collected, and no pipeline gauge: 15 single-value
-	// families minus the histogram (no WithLatency), with 6 causes and 7 states.
-	if n := testutil.CollectAndCount(c); n != 12+6+7 {
-		t.Errorf("CollectAndCount = %d, want %d", n, 12+6+7)
+	// families minus the histogram (no WithLatency), with 6 causes and one
+	// series per state.
+	if n, want := testutil.CollectAndCount(c), 12+6+len(metricdef.States); n != want {
+		t.Errorf("CollectAndCount = %d, want %d", n, want)
 	}
 }
 
