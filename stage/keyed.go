@@ -515,7 +515,7 @@ func (k *keyedCore[I, K, S, E, A, O]) finish(ctx context.Context) error {
 func (k *keyedCore[I, K, S, E, A, O]) closeOutput() {
 	if !k.outClosed {
 		k.outClosed = true
-		close(k.out.ch)
+		k.out.close() // one writer of a Merge, perhaps
 	}
 }
 
