@@ -38,7 +38,15 @@ type Graph struct {
 	seen    map[string]bool
 	streams []streamInfo // every Stream, in creation order
 	edges   []diagramEdge
+	finite  []finiteJoin
 	built   bool
+}
+
+// finiteJoin is a Join in Finite mode, for the build check: the Streams
+// of its reference and its stream.
+type finiteJoin struct {
+	name        string
+	ref, stream int
 }
 
 // streamInfo is what the build check knows of a Stream.
@@ -204,7 +212,8 @@ func nilStream[T any](stage string) *Stream[T] {
 // no stage (an unconnected output) or by several (use [Broadcast]), a
 // Stream of another graph, a graph without a source, a restart policy
 // ([WithRestart]) naming no stage, a misused stage function (a [Route]
-// without branches...). A Graph builds once; a second Build returns an
+// without branches...), a [Finite] join whose reference and stream share an
+// upstream stage (it would hang). A Graph builds once; a second Build returns an
 // error.
 func (g *Graph) Build() (*Pipeline, error) {
 	if g == nil {
@@ -238,6 +247,7 @@ func (g *Graph) Build() (*Pipeline, error) {
 				from, strings.Join(s.readers, " and ")))
 		}
 	}
+	errs = append(errs, g.checkFiniteJoins()...)
 	p := g.p
 	p.byName = make(map[string]*unit, len(p.units))
 	for _, u := range p.units {
@@ -257,6 +267,49 @@ func (g *Graph) Build() (*Pipeline, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// checkFiniteJoins rejects a Finite join whose reference and stream come
+// from a common upstream stage. The join reads its reference to the end
+// before it takes a stream item, so that stage would block on the full
+// stream side and the reference would never end: the graph would hang.
+func (g *Graph) checkFiniteJoins() []error {
+	var errs []error
+	for _, j := range g.finite {
+		ref := g.upstream(g.streams[j.ref].from)
+		var common []string
+		for s := range g.upstream(g.streams[j.stream].from) {
+			if ref[s] {
+				common = append(common, s)
+			}
+		}
+		if len(common) > 0 {
+			slices.Sort(common)
+			errs = append(errs, fmt.Errorf("stage: join %q reads its reference and its stream both from %s: "+
+				"in Finite mode it reads the whole reference first, and the stream would block it (use Live mode or a source of its own for the reference)",
+				j.name, strings.Join(common, ", ")))
+		}
+	}
+	return errs
+}
+
+// upstream returns stage and every stage it reads from, directly or not.
+func (g *Graph) upstream(stage string) map[string]bool {
+	seen := map[string]bool{}
+	var walk func(string)
+	walk = func(st string) {
+		if seen[st] {
+			return
+		}
+		seen[st] = true
+		for _, s := range g.streams {
+			if slices.Contains(s.readers, st) {
+				walk(s.from)
+			}
+		}
+	}
+	walk(stage)
+	return seen
 }
 
 // Mermaid returns the graph as a Mermaid flowchart: one node per stage,

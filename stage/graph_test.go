@@ -387,3 +387,34 @@ func TestGraphFailureDrainsEverything(t *testing.T) {
 	assert.Equal(t, "bad", se.Stage)
 	assertBalanced(t, p, dl)
 }
+
+// A Finite join reads its whole reference before its stream: with both
+// from one upstream stage, that stage would block on the full stream side
+// and the graph would hang. Build refuses it; in Live mode the same graph
+// runs.
+func TestFiniteJoinOfOneUpstreamIsRefused(t *testing.T) {
+	shape := func(mode stage.ReferenceMode, sink *collector[int]) *stage.Graph {
+		g := stage.NewGraph(stage.WithCapacity(1), stage.WithBatchSize(1))
+		b := stage.Broadcast(stage.Read(g, "src", upTo(100)), "copy", 2)
+		ref := stage.Apply(b[0], "as-ref", &mapper[int, int]{f: func(v int) int { return v }})
+		j := stage.Join(ref, b[1], "j", stage.JoinSpec[int, int, int, int]{
+			RefKey: func(r int) int { return r }, StreamKey: func(v int) int { return v },
+			Combine: func(s, _ int, _ bool) int { return s }, Mode: mode,
+		})
+		stage.Write(j, "sink", sink)
+		return g
+	}
+	_, err := shape(stage.Finite, &collector[int]{}).Build()
+	assert.ErrorContains(t, err, `join "j" reads its reference and its stream both from copy, src`)
+
+	sink := &collector[int]{}
+	p := build(t, shape(stage.Live, sink))
+	require.NoError(t, p.Start(context.Background()))
+	require.NoError(t, p.Wait(context.Background()))
+	st := p.Stats()
+	assert.Equal(t, st.Emitted, st.Delivered+st.DeadLettered+st.Dropped)
+	// Live: a stream item ahead of its reference is unmatched (and, for
+	// Inner, dropped).
+	assert.EqualValues(t, 100, uint64(len(sink.items()))+st.Dropped)
+	assert.Equal(t, st.Dropped, st.Stages[3].Unmatched, "%s", st.Stages[3].Name)
+}

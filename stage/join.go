@@ -36,7 +36,12 @@ const (
 	// Finite: the join first hydrates — reads the reference input to its
 	// end into a table, in state [Hydrating] — and only then reads the
 	// stream input. Stream items that arrive meanwhile wait in their
-	// bounded channel (backpressure).
+	// bounded channel (backpressure). So the reference and the stream must
+	// not come from a common upstream stage, which would block on the full
+	// stream side before the reference ends: [Graph.Build] refuses such a
+	// graph. A drain ([Pipeline.Drain]) drains the reference's source too:
+	// a join still hydrating then enriches with the part of the table it
+	// has.
 	Finite ReferenceMode = iota
 	// Live: the reference input need not end; its items update the table
 	// while stream items are enriched, interleaved, and at most
@@ -103,6 +108,9 @@ func Join[K comparable, R, S, O any](ref *Stream[R], stream *Stream[S], name str
 	j := &joinCore[K, R, S, O]{u: u, spec: spec, out: out.edge, table: make(map[K]R)}
 	j.ref.edge = read(g, ref, name)
 	j.str.edge = read(g, stream, name)
+	if spec.Mode == Finite && ref != nil && stream != nil && ref.g == g && stream.g == g {
+		g.finite = append(g.finite, finiteJoin{name: name, ref: ref.id, stream: stream.id})
+	}
 	u.core = j
 	return out
 }
