@@ -61,6 +61,11 @@ func (e *fatalError) Is(target error) bool { return target == ErrFatal }
 type ItemError struct {
 	Stage string
 	Err   error
+
+	// carried is the item's payload once it crossed a stage that changes
+	// the item type, boxed for its dead letter. It lives here, not in
+	// Item, to keep every ok item smaller.
+	carried any
 }
 
 // Error returns "stage <Stage>: " followed by Err's message.

@@ -262,7 +262,7 @@ func (g *Graph) Build() (*Pipeline, error) {
 		policy := p.opts.restart[name]
 		u.policy = &policy
 	}
-	p.diagram = g.Mermaid()
+	p.graph = g
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -346,6 +346,6 @@ func (g *Graph) Mermaid() string {
 }
 
 // mermaidText escapes what Mermaid would read as syntax in a label.
-func mermaidText(s string) string {
-	return strings.NewReplacer(`"`, "#quot;", "|", "#124;", "<", "#lt;", ">", "#gt;").Replace(s)
-}
+func mermaidText(s string) string { return mermaidEscapes.Replace(s) }
+
+var mermaidEscapes = strings.NewReplacer(`"`, "#quot;", "|", "#124;", "<", "#lt;", ">", "#gt;")

@@ -28,26 +28,31 @@ type Item[T any] struct {
 	Origin string
 	// Seq numbers the items Origin emitted, from 1, in emission order.
 	Seq uint64
-
-	carried any // the payload of an error item that crossed a type change
 }
 
 // payload returns the item's payload for a dead letter.
 func (it Item[T]) payload() any {
-	if it.carried != nil {
-		return it.carried
+	if ie, ok := it.Err.(*ItemError); ok && ie.carried != nil {
+		return ie.carried
 	}
 	return it.Payload
 }
 
 // passOn returns the error item it as an item of the next stage's type.
 // When the types are the same the item passes untouched; otherwise its
-// payload is carried along, boxed, for the dead letter.
+// payload is carried along, boxed, in its *ItemError, for the dead letter.
 func passOn[I, O any](it Item[I]) Item[O] {
 	if same, ok := any(it).(Item[O]); ok {
 		return same
 	}
-	return Item[O]{Err: it.Err, Origin: it.Origin, Seq: it.Seq, carried: it.payload()}
+	ie, ok := it.Err.(*ItemError)
+	if !ok { // every stage sets an *ItemError; this keeps any other cause too
+		ie = &ItemError{Stage: it.Origin, Err: it.Err}
+	}
+	if ie.carried == nil {
+		ie.carried = it.payload()
+	}
+	return Item[O]{Err: ie, Origin: it.Origin, Seq: it.Seq}
 }
 
 // IsError reports whether the item's status is error. It lets

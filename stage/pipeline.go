@@ -78,7 +78,7 @@ type Pipeline struct {
 	err     error   // a construction problem, reported by Start
 	units   []*unit // in the order they were added: every stage after the ones it reads
 	byName  map[string]*unit
-	diagram string // the graph's Mermaid picture
+	graph   *Graph // what it was built from, for its Mermaid picture
 	done    chan struct{}
 	result  error // set before done is closed
 	// runCtx is the stages' context, for the goroutines the pipeline runs
@@ -240,7 +240,12 @@ func (p *Pipeline) sources() []*unit {
 
 // Mermaid returns the pipeline's graph as a Mermaid flowchart (see
 // [Graph.Mermaid]).
-func (p *Pipeline) Mermaid() string { return p.diagram }
+func (p *Pipeline) Mermaid() string {
+	if p.graph == nil {
+		return ""
+	}
+	return p.graph.Mermaid()
+}
 
 var errStoppedAtStart = errors.New("stage: stopped before it opened")
 
