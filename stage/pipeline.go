@@ -74,13 +74,13 @@ func To[T any](c *Chain[T], name string, s Sink[T], opts ...Option) *Pipeline {
 //
 // All methods are safe for concurrent use. A Pipeline runs once.
 type Pipeline struct {
-	opts    options
-	err     error   // a construction problem, reported by Start
-	units   []*unit // in the order they were added: every stage after the ones it reads
-	byName  map[string]*unit
-	graph   *Graph // what it was built from, for its Mermaid picture
-	done    chan struct{}
-	result  error // set before done is closed
+	opts   options
+	err    error   // a construction problem, reported by Start
+	units  []*unit // in the order they were added: every stage after the ones it reads
+	byName map[string]*unit
+	graph  *Graph // what it was built from, for its Mermaid picture
+	done   chan struct{}
+	result error // set before done is closed
 	// runCtx is the stages' context, for the goroutines the pipeline runs
 	// beside their loops (see unit.bg). Set by Start before any stage runs.
 	runCtx context.Context
