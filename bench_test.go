@@ -52,8 +52,6 @@ type benchStage struct {
 }
 
 func (*benchStage) Name() string                               { return "bench" }
-func (*benchStage) StageID() stagefsm.StageID                  { return "bench-stage" }
-func (*benchStage) WriterID() stagefsm.WriterID                { return "bench-writer" }
 func (*benchStage) EventForActionError(error) benchEvent       { return benchEvent{} }
 func (*benchStage) WriteCompletionEvent(context.Context) error { return nil }
 

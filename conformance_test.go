@@ -10,12 +10,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/looplab"
 	"github.com/stagefsm/stagefsm/mealy"
 )
 
 // The conformance test runs one scripted stage under stagefsm.Run twice:
 // once over a mealy machine, once over a looplab/fsm machine through
-// FromLooplab. Both machines encode the same FSM:
+// looplab.FromFSM. Both machines encode the same FSM:
 //
 //	created -start->  running  [Announce]
 //	running -finish-> done     [Flush, Publish]
@@ -116,7 +117,7 @@ func conformanceLooplab(initial cState) (stagefsm.Machine[cState, cEvent, *cCtx,
 		{Name: "retry", Src: []string{"failed"}, Dst: "running"},
 		{Name: "error", Src: []string{"created", "running", "done", "failed"}, Dst: "failed"},
 	}, nil)
-	return stagefsm.FromLooplab(f, stagefsm.LooplabConfig[cState, cEvent, *cCtx, cAction]{
+	return looplab.FromFSM(f, looplab.Config[cState, cEvent, *cCtx, cAction]{
 		Event: func(e cEvent) string { return e.kind.String() },
 		State: func(name string) cState {
 			for i, n := range cStateNames {
@@ -173,9 +174,7 @@ type confFailure struct {
 	cause   error // the sentinel the error wraps
 }
 
-func (s *scriptedStage) Name() string                { return "scripted" }
-func (s *scriptedStage) StageID() stagefsm.StageID   { return "conformance" }
-func (s *scriptedStage) WriterID() stagefsm.WriterID { return "conformance-writer" }
+func (s *scriptedStage) Name() string { return "scripted" }
 
 func (s *scriptedStage) WriteCompletionEvent(context.Context) error {
 	s.completions++

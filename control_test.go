@@ -120,8 +120,6 @@ type ctlFake struct {
 }
 
 func (f *ctlFake) Name() string                     { return "fake" }
-func (f *ctlFake) StageID() stagefsm.StageID        { return "fake-stage" }
-func (f *ctlFake) WriterID() stagefsm.WriterID      { return "fake-writer" }
 func (f *ctlFake) EventForActionError(error) string { return "fail" }
 
 func (f *ctlFake) BuildStateMachine(initial string) (stagefsm.Machine[string, string, *ctlRec, ctlAct], error) {

@@ -79,8 +79,6 @@ func (m *greeterFSM) Handle(_ context.Context, s Signal, _ *Greeter) ([]Step, er
 type greeterStage struct{ g *Greeter }
 
 func (greeterStage) Name() string                         { return "greeter" }
-func (greeterStage) StageID() stagefsm.StageID            { return "greet" }
-func (greeterStage) WriterID() stagefsm.WriterID          { return "greet-1" }
 func (greeterStage) EventForActionError(err error) Signal { return Signal{Kind: "error", Err: err} }
 
 func (greeterStage) BuildStateMachine(initial Phase) (stagefsm.Machine[Phase, Signal, *Greeter, Step], error) {

@@ -3,7 +3,8 @@ package stagefsm
 import "context"
 
 // HandlerSupervised is a stage whose states are driven by a user handler. It
-// is what [Run] consumes.
+// is what [Run] consumes. A supervisor may also implement the optional
+// interfaces [Controlled], [Stoppable] and [Failable] (supervisor.go).
 //
 // # Calling contract
 //
@@ -12,6 +13,14 @@ import "context"
 // it shares with other goroutines). Many Runs may execute at once on
 // different supervisors.
 //
+//   - Name is called once when Run starts, before BuildStateMachine, for
+//     logs and error messages. A panic in it ends Run with an error.
+//   - BuildStateMachine is called exactly once, first, from Run's
+//     goroutine. An error (or a nil machine) ends Run before anything else
+//     happens; a panic ends Run with an error wrapping a [*PanicError].
+//     Under [WithRestart], each incarnation is a Run. It returns the
+//     [Machine] interface rather than a concrete type so that Run can infer
+//     every type argument from its arguments.
 //   - DispatchState is called once per loop iteration with the machine's
 //     current state and the stage context c. It reads input, calls the
 //     user's handler and returns a [Directive]. It may block, and should
@@ -26,14 +35,10 @@ import "context"
 //   - WriteCompletionEvent is called exactly once, when dispatch returns
 //     [Terminate], and never otherwise. Its error is Run's result. A panic
 //     here ends Run with an error.
-//   - StageID and WriterID are called once when Run starts, and only when
-//     its logger is enabled, to identify the stage's log lines. A panic in
-//     either ends Run with an error.
 type HandlerSupervised[S, E, C any, A Action[C]] interface {
-	Supervisor[S, E, C, A]
+	Name() string
+	BuildStateMachine(initial S) (Machine[S, E, C, A], error)
 	DispatchState(ctx context.Context, state S, c C) (Directive[E], error)
-	WriterID() WriterID
-	StageID() StageID
 	WriteCompletionEvent(ctx context.Context) error
 	EventForActionError(err error) E
 }

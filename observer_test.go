@@ -35,8 +35,6 @@ func (obsBenchAction) Execute(context.Context, *testing.B) error { return nil }
 type obsBenchStage struct{}
 
 func (obsBenchStage) Name() string                               { return "bench" }
-func (obsBenchStage) StageID() stagefsm.StageID                  { return "bench" }
-func (obsBenchStage) WriterID() stagefsm.WriterID                { return "bench" }
 func (obsBenchStage) EventForActionError(error) int              { return 0 }
 func (obsBenchStage) WriteCompletionEvent(context.Context) error { return nil }
 

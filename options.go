@@ -188,7 +188,7 @@ func WithObserver[S, E any](obs Observer[S, E]) Option {
 //     backoff, the error also wraps the failure;
 //   - an error wrapping a [*PanicError] for a panic in [Failable]'s
 //     FailedState, in a restart callback of the [Observer], or in the
-//     supervisor's Name, StageID or WriterID;
+//     supervisor's Name;
 //   - at once, without running anything, an error for a nil newContext, a
 //     newContext whose type does not match the stage's context, or a
 //     policy with a negative duration or a Jitter outside [0, 1]; and Run's

@@ -22,27 +22,6 @@ const (
 	defaultHealthyAfter   = time.Minute
 )
 
-// ErrRestartIntensity is wrapped by the error a stage started with
-// [WithRestart] ends with when it failed again after
-// [RestartPolicy.MaxRestarts] restarts within [RestartPolicy.Period]. The
-// error also wraps the failure that was not restarted.
-var ErrRestartIntensity = errors.New("stagefsm: restart intensity exceeded")
-
-// ErrPermanent marks a failure that restarting cannot cure (bad
-// configuration, a corrupt input): a stage started with [WithRestart] is not
-// restarted after a failure that wraps it, and ends with that failure. Wrap
-// it with [Permanent] or fmt.Errorf's %w, anywhere in the failure's chain (a
-// DispatchState or action error, a completion writer error, a context
-// factory error). Failures are retryable unless they wrap ErrPermanent (or,
-// with [RestartPolicy.PanicIsPermanent], a [*PanicError]).
-var ErrPermanent = errors.New("stagefsm: permanent failure")
-
-// ErrFailedState is wrapped by the failure of an incarnation of a stage
-// started with [WithRestart] that terminated without error in a state its
-// supervisor reports as failed (see [Failable]). The failure also wraps the
-// last failure the incarnation routed through its machine, if any.
-var ErrFailedState = errors.New("stagefsm: stage terminated in a failed state")
-
 // Permanent returns err marked as permanent: errors.Is(result, ErrPermanent)
 // and errors.Is(result, err) both hold, and its message is ErrPermanent's
 // followed by err's. It returns err itself when err is nil or already
@@ -52,19 +31,6 @@ func Permanent(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ErrPermanent, err)
-}
-
-// Failable is an optional interface of a [HandlerSupervised] whose machine
-// can terminate in a state that means failure (typically Failed, reached by
-// a routed failure): a stage started with [WithRestart] is restarted when
-// Run returns nil in a state for which FailedState returns true, as when
-// Run returns an error. Without it, only Run's errors cause restarts.
-//
-// FailedState is called once per incarnation that ended without error,
-// with its final state, from the stage's goroutine. A panic in it ends the
-// supervised stage with an error wrapping a [*PanicError], without restart.
-type Failable[S any] interface {
-	FailedState(state S) bool
 }
 
 // RestartPolicy says when and how fast a stage started with [WithRestart]

@@ -45,8 +45,6 @@ type consumer struct {
 }
 
 func (consumer) Name() string                               { return "consumer" }
-func (consumer) StageID() stagefsm.StageID                  { return "consumer" }
-func (consumer) WriterID() stagefsm.WriterID                { return "consumer" }
 func (consumer) EventForActionError(error) string           { return "fail" }
 func (consumer) WriteCompletionEvent(context.Context) error { return nil }
 

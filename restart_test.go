@@ -114,8 +114,6 @@ type rstStage struct {
 }
 
 func (*rstStage) Name() string                               { return "rst" }
-func (*rstStage) StageID() stagefsm.StageID                  { return "rst" }
-func (*rstStage) WriterID() stagefsm.WriterID                { return "rst" }
 func (*rstStage) EventForActionError(error) string           { return "fail" }
 func (*rstStage) WriteCompletionEvent(context.Context) error { return nil }
 func (*rstStage) StopEvent() string                          { return "drain" }

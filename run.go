@@ -47,8 +47,7 @@ import (
 //     completion is written;
 //   - an error wrapping a [*PanicError] for a panic that cannot be routed (in
 //     Handle, State, a [Timed] machine's Timeout, a failure action, Name,
-//     StageID, WriterID, BuildStateMachine, EventForActionError or
-//     WriteCompletionEvent);
+//     BuildStateMachine, EventForActionError or WriteCompletionEvent);
 //   - an error wrapping the error of BuildStateMachine, or an error when h is
 //     nil or builds a nil machine;
 //   - an error, before anything runs, when given [WithRestart], which
@@ -169,9 +168,8 @@ func (l *loop[S, E, C, A]) start(initial S) error {
 	return nil
 }
 
-// errDescribe is the format of the error for a panic in Name, StageID or
-// WriterID.
-const errDescribe = "stagefsm: supervisor Name, StageID or WriterID: %w"
+// errDescribe is the format of the error for a panic in Name.
+const errDescribe = "stagefsm: supervisor Name: %w"
 
 func (l *loop[S, E, C, A]) stop() {
 	if l.timeoutCancel != nil {
@@ -600,25 +598,20 @@ func (l *loop[S, E, C, A]) canceled(ctx context.Context, userErr error) error {
 // dispatch, Handle, State, an action's Execute — only record their site; the
 // boundary is iterate's (see recoverPanic), or start's for the first State.
 
-// describe returns h's name, and log with h's name, stage id and writer id
-// added to every line (log itself when it is disabled, which saves the
-// calls). A panic in Name, StageID or WriterID becomes a *PanicError
+// describe returns h's name, and log with h's name added to every line
+// (log itself when it is disabled). A panic in Name becomes a *PanicError
 // returned as err, with log unchanged, when recoverPanics is set. Run and
 // the restarter of Start share it so that both identify a stage alike.
-func describe[S, E, C any, A Action[C]](h HandlerSupervised[S, E, C, A], log *zap.Logger, recoverPanics bool) (name string, withIDs *zap.Logger, err error) {
-	withIDs = log
+func describe[S, E, C any, A Action[C]](h HandlerSupervised[S, E, C, A], log *zap.Logger, recoverPanics bool) (name string, named *zap.Logger, err error) {
+	named = log
 	if recoverPanics {
 		defer recoverTo(&err)
 	}
 	name = h.Name()
 	if log.Core().Enabled(zapcore.ErrorLevel) {
-		withIDs = log.With(
-			zap.String("supervisor", name),
-			zap.String("stage_id", string(h.StageID())),
-			zap.String("writer_id", string(h.WriterID())),
-		)
+		named = log.With(zap.String("supervisor", name))
 	}
-	return name, withIDs, nil
+	return name, named, nil
 }
 
 func (l *loop[S, E, C, A]) build(initial S) (m Machine[S, E, C, A], err error) {

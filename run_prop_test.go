@@ -647,11 +647,9 @@ func (h *propHarness) resetFailures() { h.consecutive = 0 }
 
 // The supervisor.
 
-func (h *propHarness) Name() string                { return "prop" }
-func (h *propHarness) StageID() stagefsm.StageID   { return "prop-stage" }
-func (h *propHarness) WriterID() stagefsm.WriterID { return "prop-writer" }
-func (h *propHarness) State() propState            { return propState(h.state) }
-func (h *propHarness) stateName() string           { return propState(h.state).String() }
+func (h *propHarness) Name() string      { return "prop" }
+func (h *propHarness) State() propState  { return propState(h.state) }
+func (h *propHarness) stateName() string { return propState(h.state).String() }
 func (h *propHarness) timedState() (propTimeout, bool) {
 	t := h.c.timeouts[h.state]
 	return t, t.after > 0
@@ -1419,10 +1417,8 @@ type propTimedAction struct{ err error }
 
 func (a propTimedAction) Execute(context.Context, *propTimedSup) error { return a.err }
 
-func (s *propTimedSup) Name() string                { return "timed" }
-func (s *propTimedSup) StageID() stagefsm.StageID   { return "timed" }
-func (s *propTimedSup) WriterID() stagefsm.WriterID { return "timed" }
-func (s *propTimedSup) State() string               { return s.state }
+func (s *propTimedSup) Name() string  { return "timed" }
+func (s *propTimedSup) State() string { return s.state }
 
 func (s *propTimedSup) BuildStateMachine(initial string) (stagefsm.Machine[string, string, *propTimedSup, propTimedAction], error) {
 	s.enter(initial)

@@ -203,8 +203,6 @@ type sup struct {
 	onTimeout  func()
 	onError    func(err error)
 	onName     func()
-	onStageID  func()
-	onWriterID func()
 	completion func(ctx context.Context) error
 
 	m           *machine // the machine built
@@ -235,20 +233,6 @@ func (s *sup) Name() string {
 		s.onName()
 	}
 	return "fake"
-}
-
-func (s *sup) StageID() stagefsm.StageID {
-	if s.onStageID != nil {
-		s.onStageID()
-	}
-	return "stage-1"
-}
-
-func (s *sup) WriterID() stagefsm.WriterID {
-	if s.onWriterID != nil {
-		s.onWriterID()
-	}
-	return "writer-1"
 }
 
 func (s *sup) BuildStateMachine(initial state) (fakeMachine, error) {
@@ -608,8 +592,6 @@ func (m *plainMachine) Handle(_ context.Context, e string, _ *stageCtx) ([]*acti
 }
 
 func (*plainStage) Name() string                               { return "plain" }
-func (*plainStage) StageID() stagefsm.StageID                  { return "plain" }
-func (*plainStage) WriterID() stagefsm.WriterID                { return "plain" }
 func (*plainStage) WriteCompletionEvent(context.Context) error { return nil }
 
 func (p *plainStage) EventForActionError(err error) string {
@@ -749,14 +731,12 @@ func TestRunUnroutablePanicsEndRun(t *testing.T) {
 			s.onTimeout = panicOnce(2)
 		}, []step{trans("work")}, 0, false},
 		{"Name", func(s *sup) { s.onName = panicOnce(1) }, nil, 0, false},
-		{"StageID", func(s *sup) { s.onStageID = panicOnce(1) }, nil, 0, false},
-		{"WriterID", func(s *sup) { s.onWriterID = panicOnce(1) }, nil, 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, c := newSup(stdEdges(), script(tt.steps...))
 			tt.setup(s)
-			core, _ := observer.New(zapcore.InfoLevel) // StageID and WriterID are read for an enabled logger
+			core, _ := observer.New(zapcore.InfoLevel)
 			logger := zap.New(core)
 
 			var err error
@@ -1217,7 +1197,7 @@ func TestRunLogsLifecycleAtInfoAndFailuresAtWarn(t *testing.T) {
 		[]zapcore.Level{entries[0].Level, entries[1].Level, entries[2].Level})
 	for _, e := range entries {
 		f := fieldsByKey(e)
-		for key, want := range map[string]string{"stage_id": "stage-1", "writer_id": "writer-1", "supervisor": "fake"} {
+		for key, want := range map[string]string{"supervisor": "fake"} {
 			if assert.Contains(t, f, key, "entry %q", e.Message) {
 				assert.Equal(t, zapcore.StringType, f[key].Type, "%s is a typed string field", key)
 				assert.Equal(t, want, f[key].String)
@@ -1256,7 +1236,7 @@ func TestRunLogsNothingAboveDebugPerIteration(t *testing.T) {
 				}
 				for _, e := range debug {
 					assert.Contains(t, fieldsByKey(e), "state", "entry %q", e.Message)
-					assert.Equal(t, zapcore.StringType, fieldsByKey(e)["stage_id"].Type)
+					assert.Equal(t, zapcore.StringType, fieldsByKey(e)["supervisor"].Type)
 				}
 			})
 		})

@@ -63,8 +63,6 @@ func (m *jobMachine) Handle(_ context.Context, e jobEvent, _ *jobWork) ([]jobAct
 type job struct{}
 
 func (job) Name() string                               { return "job" }
-func (job) StageID() stagefsm.StageID                  { return "job" }
-func (job) WriterID() stagefsm.WriterID                { return "job" }
 func (job) EventForActionError(error) jobEvent         { return jobFail }
 func (job) WriteCompletionEvent(context.Context) error { return nil }
 func (job) StopEvent() jobEvent                        { return jobDrain }

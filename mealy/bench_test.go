@@ -79,8 +79,6 @@ type flipStage struct {
 }
 
 func (*flipStage) Name() string                               { return "flip" }
-func (*flipStage) StageID() stagefsm.StageID                  { return "flip" }
-func (*flipStage) WriterID() stagefsm.WriterID                { return "flip" }
 func (*flipStage) EventForActionError(error) flipEvent        { return flipEvent{} }
 func (*flipStage) WriteCompletionEvent(context.Context) error { return nil }
 

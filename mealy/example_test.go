@@ -202,8 +202,6 @@ type doorStage struct {
 }
 
 func (doorStage) Name() string                        { return "door" }
-func (doorStage) StageID() stagefsm.StageID           { return "door" }
-func (doorStage) WriterID() stagefsm.WriterID         { return "door" }
 func (doorStage) EventForActionError(err error) Input { return Input{Kind: Push} }
 
 func (s doorStage) BuildStateMachine(initial Door) (stagefsm.Machine[Door, Input, *Log, Effect], error) {

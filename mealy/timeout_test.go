@@ -146,8 +146,6 @@ type stage struct {
 }
 
 func (s *stage) Name() string                               { return "test" }
-func (s *stage) StageID() stagefsm.StageID                  { return "stage" }
-func (s *stage) WriterID() stagefsm.WriterID                { return "writer" }
 func (s *stage) WriteCompletionEvent(context.Context) error { s.complete++; return nil }
 
 func (s *stage) BuildStateMachine(initial state) (stagefsm.Machine[state, event, *record, action], error) {

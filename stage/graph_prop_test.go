@@ -409,7 +409,6 @@ type grig struct {
 	bad      []string
 	aborted  bool
 	drained  bool
-	calls    []int
 }
 
 func (r *grig) record(e gend) {

@@ -399,8 +399,6 @@ func (s supervisor) BuildStateMachine(initial State) (stagefsm.Machine[State, ev
 }
 
 func (s supervisor) Name() string                        { return s.u.p.opts.name + "/" + s.u.name }
-func (s supervisor) StageID() stagefsm.StageID           { return stagefsm.StageID(s.u.name) }
-func (s supervisor) WriterID() stagefsm.WriterID         { return stagefsm.WriterID(s.u.p.opts.name) }
 func (s supervisor) EventForActionError(err error) event { return event{kind: evError, err: err} }
 func (s supervisor) StopEvent() event                    { return event{kind: evBeginDrain} }
 

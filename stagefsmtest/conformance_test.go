@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/looplab"
 	"github.com/stagefsm/stagefsm/mealy"
 	"github.com/stagefsm/stagefsm/stagefsmtest"
 )
@@ -325,7 +326,7 @@ func TestMealyConforms(t *testing.T) {
 }
 
 // looplabMachine builds the test machine's FSM over looplab/fsm, through
-// stagefsm.FromLooplab. looplab callbacks cannot see the stage context, so
+// looplab.FromFSM. looplab callbacks cannot see the stage context, so
 // the rejected event is Wait, which a before_ callback always vetoes.
 func looplabMachine(a acts) func(State) (stagefsm.Machine[State, Event, *Ctx, Act], error) {
 	names := map[string]State{}
@@ -343,7 +344,7 @@ func looplabMachine(a acts) func(State) (stagefsm.Machine[State, Event, *Ctx, Ac
 		}, fsm.Callbacks{
 			"before_wait": func(_ context.Context, e *fsm.Event) { e.Cancel(errBusy) },
 		})
-		return stagefsm.FromLooplab(f, stagefsm.LooplabConfig[State, Event, *Ctx, Act]{
+		return looplab.FromFSM(f, looplab.Config[State, Event, *Ctx, Act]{
 			Event: func(e Event) string { return kinds[e.Kind] },
 			State: func(name string) State { return names[name] },
 			Actions: func(from State, e Event, _ State, _ *Ctx) []Act {

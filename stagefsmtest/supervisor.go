@@ -224,7 +224,7 @@ type rule[S comparable, E any] struct {
 // for concurrent use: it may be scripted and inspected while Run runs it,
 // and after Run returns.
 //
-// Name, StageID and WriterID return "stagefsmtest". EventForActionError
+// Name returns "stagefsmtest". EventForActionError
 // returns the failure function's event; WriteCompletionEvent returns the
 // error set with [Supervisor.CompleteWith] (nil by default). A Supervisor
 // has no control policy and no stop event; to test a stage under
@@ -347,12 +347,6 @@ func (s *Supervisor[S, E, C, A]) Completions() int {
 
 // Name returns "stagefsmtest".
 func (s *Supervisor[S, E, C, A]) Name() string { return "stagefsmtest" }
-
-// StageID returns "stagefsmtest".
-func (s *Supervisor[S, E, C, A]) StageID() stagefsm.StageID { return "stagefsmtest" }
-
-// WriterID returns "stagefsmtest".
-func (s *Supervisor[S, E, C, A]) WriterID() stagefsm.WriterID { return "stagefsmtest" }
 
 // BuildStateMachine returns build(initial), or an error if build is nil.
 func (s *Supervisor[S, E, C, A]) BuildStateMachine(initial S) (stagefsm.Machine[S, E, C, A], error) {

@@ -75,8 +75,6 @@ func (w *supervisor[S, E, C, A]) ControlClosed(state S) (event E, ok bool) {
 }
 
 func (w *supervisor[S, E, C, A]) Name() string                    { return w.h.Name() }
-func (w *supervisor[S, E, C, A]) StageID() stagefsm.StageID       { return w.h.StageID() }
-func (w *supervisor[S, E, C, A]) WriterID() stagefsm.WriterID     { return w.h.WriterID() }
 func (w *supervisor[S, E, C, A]) EventForActionError(err error) E { return w.route(err) }
 
 func (w *supervisor[S, E, C, A]) BuildStateMachine(initial S) (stagefsm.Machine[S, E, C, A], error) {

@@ -89,8 +89,6 @@ func (g *gateStage) BuildStateMachine(initial gateState) (gateMachine, error) {
 }
 
 func (*gateStage) Name() string                               { return "gate" }
-func (*gateStage) StageID() stagefsm.StageID                  { return "gate" }
-func (*gateStage) WriterID() stagefsm.WriterID                { return "stagescale" }
 func (*gateStage) EventForActionError(error) gateEvent        { return openEvent }
 func (*gateStage) WriteCompletionEvent(context.Context) error { return nil }
 func (*gateStage) StopEvent() gateEvent                       { return openEvent }

@@ -83,8 +83,6 @@ func (s *counterStage) BuildStateMachine(initial counterState) (counterMachine, 
 }
 
 func (*counterStage) Name() string                           { return "counter" }
-func (*counterStage) StageID() stagefsm.StageID              { return "counter" }
-func (*counterStage) WriterID() stagefsm.WriterID            { return "stagescale" }
 func (*counterStage) EventForActionError(error) counterEvent { return finishEvent }
 
 func (s *counterStage) WriteCompletionEvent(context.Context) error {

@@ -134,8 +134,6 @@ func (m *machine) Handle(_ context.Context, e Event, _ *Work) ([]Action, error) 
 type stage struct{}
 
 func (stage) Name() string                        { return "producer" }
-func (stage) StageID() stagefsm.StageID           { return "control-example" }
-func (stage) WriterID() stagefsm.WriterID         { return "control-example-writer" }
 func (stage) EventForActionError(err error) Event { return Event{Kind: Error, Err: err} }
 func (stage) StopEvent() Event                    { return Event{Kind: BeginDrain} }
 

@@ -1,6 +1,6 @@
 // Command looplab runs a stage whose FSM is an existing looplab/fsm machine
 // (github.com/looplab/fsm), plugged into stagefsm.Run with
-// stagefsm.FromLooplab. The stage sums a batch of numbers; with -fail it
+// looplab.FromFSM. The stage sums a batch of numbers; with -fail it
 // meets a bad item, and the looplab FSM routes that failure to "failed".
 // The program prints the FSM's Mermaid diagram (looplab's own
 // fsm.VisualizeWithType), then the state timeline, the actions and how the
@@ -20,6 +20,7 @@ import (
 	"github.com/looplab/fsm"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/looplab"
 )
 
 // newFSM is the team's existing looplab FSM, callbacks included: the
@@ -81,9 +82,7 @@ var (
 // looplab FSM, built with the stage context its callbacks close over.
 type stage struct{ f *fsm.FSM }
 
-func (stage) Name() string                { return "summer" }
-func (stage) StageID() stagefsm.StageID   { return "looplab-example" }
-func (stage) WriterID() stagefsm.WriterID { return "looplab-example-writer" }
+func (stage) Name() string { return "summer" }
 
 func (stage) EventForActionError(err error) Event { return Event{Kind: "error", Err: err} }
 
@@ -93,7 +92,7 @@ func (st stage) BuildStateMachine(initial string) (stagefsm.Machine[string, Even
 	if st.f.Current() != initial {
 		return nil, fmt.Errorf("looplab FSM is in %q, not the initial state %q", st.f.Current(), initial)
 	}
-	return stagefsm.FromLooplab(st.f, stagefsm.LooplabConfig[string, Event, *Summer, Action]{
+	return looplab.FromFSM(st.f, looplab.Config[string, Event, *Summer, Action]{
 		Event: func(e Event) string { return e.Kind },
 		// State is nil: S is looplab's state name.
 		Actions: func(_ string, e Event, to string, s *Summer) []Action {

@@ -141,8 +141,6 @@ type stage struct {
 }
 
 func (stage) Name() string                        { return "counter" }
-func (stage) StageID() stagefsm.StageID           { return "quickstart" }
-func (stage) WriterID() stagefsm.WriterID         { return "quickstart-writer" }
 func (stage) EventForActionError(err error) Event { return Event{Kind: Error, Err: err} }
 
 func (s stage) BuildStateMachine(initial State) (stagefsm.Machine[State, Event, *Counter, Action], error) {

@@ -1,4 +1,4 @@
-package stagefsm_test
+package looplab_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/looplab/fsm"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/looplab"
 )
 
 // The benchmarks drive a two-state toggle, "a" -t-> "b" -t-> "a", so every
@@ -48,8 +49,8 @@ func newToggle() *fsm.FSM {
 	}, nil)
 }
 
-func toggleConfig() stagefsm.LooplabConfig[toggleState, toggleEvent, *toggleCtx, noop] {
-	return stagefsm.LooplabConfig[toggleState, toggleEvent, *toggleCtx, noop]{
+func toggleConfig() looplab.Config[toggleState, toggleEvent, *toggleCtx, noop] {
+	return looplab.Config[toggleState, toggleEvent, *toggleCtx, noop]{
 		Event: func(e toggleEvent) string { return toggleNames[e] },
 		State: func(name string) toggleState {
 			if name == "b" {
@@ -78,7 +79,7 @@ func BenchmarkLooplabHandle(b *testing.B) {
 	}
 	adapter := func(ctx context.Context) func(b *testing.B) {
 		return func(b *testing.B) {
-			m, err := stagefsm.FromLooplab(newToggle(), toggleConfig())
+			m, err := looplab.FromFSM(newToggle(), toggleConfig())
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -98,7 +99,7 @@ func BenchmarkLooplabHandle(b *testing.B) {
 		const batch = 1000
 		ctx := context.Background()
 		f := newToggle()
-		m, err := stagefsm.FromLooplab(newToggle(), toggleConfig())
+		m, err := looplab.FromFSM(newToggle(), toggleConfig())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -137,8 +138,6 @@ type toggleStage struct {
 }
 
 func (toggleStage) Name() string                               { return "toggle" }
-func (toggleStage) StageID() stagefsm.StageID                  { return "toggle" }
-func (toggleStage) WriterID() stagefsm.WriterID                { return "toggle" }
 func (toggleStage) WriteCompletionEvent(context.Context) error { return nil }
 func (toggleStage) EventForActionError(error) toggleEvent      { return toggle }
 
@@ -170,7 +169,7 @@ func BenchmarkLooplabRun(b *testing.B) {
 		return &handToggle{state: s}, nil
 	}}
 	adapter := toggleStage{build: func(toggleState) (stagefsm.Machine[toggleState, toggleEvent, *toggleCtx, noop], error) {
-		return stagefsm.FromLooplab(newToggle(), toggleConfig())
+		return looplab.FromFSM(newToggle(), toggleConfig())
 	}}
 	run := func(b *testing.B, sup toggleStage) {
 		if err := stagefsm.Run(b.Context(), sup, stateA, &toggleCtx{target: transitions}); err != nil {

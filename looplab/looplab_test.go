@@ -1,4 +1,4 @@
-package stagefsm_test
+package looplab_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/looplab"
 )
 
 // The door: closed -open-> opened -close-> closed, closed -lock-> locked,
@@ -42,7 +43,7 @@ type doorCtx struct{ done []string }
 // stringDoor adapts a door with string states and events.
 func stringDoor(t *testing.T, f *fsm.FSM) stagefsm.Machine[string, string, *doorCtx, doorStep] {
 	t.Helper()
-	m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{})
+	m, err := looplab.FromFSM(f, looplab.Config[string, string, *doorCtx, doorStep]{})
 	require.NoError(t, err)
 	return m
 }
@@ -73,25 +74,25 @@ type doorEvent struct {
 	who  string // payload: routing ignores it
 }
 
-func TestFromLooplabConfigErrors(t *testing.T) {
+func TestFromFSMConfigErrors(t *testing.T) {
 	t.Run("nil FSM", func(t *testing.T) {
-		m, err := stagefsm.FromLooplab(nil, stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{})
+		m, err := looplab.FromFSM(nil, looplab.Config[string, string, *doorCtx, doorStep]{})
 		assert.Error(t, err)
 		assert.Nil(t, m)
 	})
 	t.Run("nil Event with a non-string event type", func(t *testing.T) {
-		m, err := stagefsm.FromLooplab(newDoor(nil), stagefsm.LooplabConfig[string, doorEvent, *doorCtx, doorStep]{})
+		m, err := looplab.FromFSM(newDoor(nil), looplab.Config[string, doorEvent, *doorCtx, doorStep]{})
 		assert.Error(t, err)
 		assert.Nil(t, m)
 	})
 	t.Run("nil State with a non-string state type", func(t *testing.T) {
-		m, err := stagefsm.FromLooplab(newDoor(nil), stagefsm.LooplabConfig[doorState, string, *doorCtx, doorStep]{})
+		m, err := looplab.FromFSM(newDoor(nil), looplab.Config[doorState, string, *doorCtx, doorStep]{})
 		assert.Error(t, err)
 		assert.Nil(t, m)
 	})
 	t.Run("a named string type is not string", func(t *testing.T) {
 		type name string
-		m, err := stagefsm.FromLooplab(newDoor(nil), stagefsm.LooplabConfig[name, string, *doorCtx, doorStep]{})
+		m, err := looplab.FromFSM(newDoor(nil), looplab.Config[name, string, *doorCtx, doorStep]{})
 		assert.Error(t, err)
 		assert.Nil(t, m)
 	})
@@ -118,7 +119,7 @@ func TestLooplabTypedMapping(t *testing.T) {
 	}
 	var calls []call
 	var stateCalls int
-	cfg := stagefsm.LooplabConfig[doorState, doorEvent, *doorCtx, doorStep]{
+	cfg := looplab.Config[doorState, doorEvent, *doorCtx, doorStep]{
 		Event: func(e doorEvent) string { return e.kind },
 		State: func(name string) doorState {
 			stateCalls++
@@ -136,7 +137,7 @@ func TestLooplabTypedMapping(t *testing.T) {
 			return []doorStep{{name: from.String() + "->" + to.String()}}
 		},
 	}
-	m, err := stagefsm.FromLooplab(newDoor(nil), cfg)
+	m, err := looplab.FromFSM(newDoor(nil), cfg)
 	require.NoError(t, err)
 	c := &doorCtx{}
 
@@ -162,7 +163,7 @@ func TestLooplabSelfTransitionIsSuccess(t *testing.T) {
 	var from, to string
 	var afterRan bool
 	f := newDoor(fsm.Callbacks{"after_knock": func(context.Context, *fsm.Event) { afterRan = true }})
-	m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{
+	m, err := looplab.FromFSM(f, looplab.Config[string, string, *doorCtx, doorStep]{
 		Actions: func(f string, _ string, t string, _ *doorCtx) []doorStep {
 			from, to = f, t
 			return []doorStep{{name: "knocked"}}
@@ -196,7 +197,7 @@ func TestLooplabUnhandledEvent(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newDoor(nil)
 			var actionsCalled bool
-			m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{
+			m, err := looplab.FromFSM(f, looplab.Config[string, string, *doorCtx, doorStep]{
 				Actions: func(string, string, string, *doorCtx) []doorStep { actionsCalled = true; return nil },
 			})
 			require.NoError(t, err)
@@ -345,7 +346,7 @@ func TestLooplabAsyncTransitionCompletesAtOnce(t *testing.T) {
 		"enter_opened": func(context.Context, *fsm.Event) { order = append(order, "enter") },
 		"after_open":   func(context.Context, *fsm.Event) { order = append(order, "after") },
 	})
-	m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{
+	m, err := looplab.FromFSM(f, looplab.Config[string, string, *doorCtx, doorStep]{
 		Actions: func(from, _, to string, _ *doorCtx) []doorStep { return []doorStep{{name: from + "->" + to}} },
 	})
 	require.NoError(t, err)
@@ -387,15 +388,13 @@ func TestLooplabStuckInTransition(t *testing.T) {
 // doorStage is a supervisor over a looplab door, scripted by closures.
 type doorStage struct {
 	newFSM      func() *fsm.FSM
-	cfg         stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]
+	cfg         looplab.Config[string, string, *doorCtx, doorStep]
 	dispatch    func(ctx context.Context, s string, c *doorCtx) (stagefsm.Directive[string], error)
 	failures    []error
 	completions int
 }
 
 func (d *doorStage) Name() string                               { return "door" }
-func (d *doorStage) StageID() stagefsm.StageID                  { return "door-stage" }
-func (d *doorStage) WriterID() stagefsm.WriterID                { return "door-writer" }
 func (d *doorStage) WriteCompletionEvent(context.Context) error { d.completions++; return nil }
 
 func (d *doorStage) EventForActionError(err error) string {
@@ -404,7 +403,7 @@ func (d *doorStage) EventForActionError(err error) string {
 }
 
 func (d *doorStage) BuildStateMachine(string) (stagefsm.Machine[string, string, *doorCtx, doorStep], error) {
-	return stagefsm.FromLooplab(d.newFSM(), d.cfg)
+	return looplab.FromFSM(d.newFSM(), d.cfg)
 }
 
 func (d *doorStage) DispatchState(ctx context.Context, s string, c *doorCtx) (stagefsm.Directive[string], error) {
@@ -430,7 +429,7 @@ func TestLooplabRun(t *testing.T) {
 	var f *fsm.FSM
 	d := &doorStage{
 		newFSM: func() *fsm.FSM { f = newDoor(nil); return f },
-		cfg: stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{
+		cfg: looplab.Config[string, string, *doorCtx, doorStep]{
 			Actions: func(from, _, to string, _ *doorCtx) []doorStep { return []doorStep{{name: from + "->" + to}} },
 		},
 		dispatch: openCloseLock,
@@ -482,7 +481,7 @@ func TestLooplabPanicsRecoveredByRun(t *testing.T) {
 			assert.Zero(t, d.completions)
 			assert.Empty(t, d.failures, "a panic in Handle is not routed")
 			// looplab v1.0.3 leaves the FSM in transition after a panic in
-			// leave_ (documented on FromLooplab); its locks are released
+			// leave_ (documented on FromFSM); its locks are released
 			// in every case, or this call would deadlock.
 			assert.Equal(t, hook == "leave_closed", inTransition(f))
 		})
@@ -507,7 +506,7 @@ func TestLooplabAllocatesNothingOfItsOwn(t *testing.T) {
 				}, nil)
 			}
 			actions := []doorStep{{name: "s"}}
-			m, err := stagefsm.FromLooplab(toggle(), stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{
+			m, err := looplab.FromFSM(toggle(), looplab.Config[string, string, *doorCtx, doorStep]{
 				Actions: func(string, string, string, *doorCtx) []doorStep { return actions },
 			})
 			require.NoError(t, err)
@@ -537,13 +536,13 @@ func TestLooplabAllocatesNothingOfItsOwn(t *testing.T) {
 	}
 }
 
-func ExampleFromLooplab() {
+func ExampleFromFSM() {
 	// An existing looplab FSM, with string states and events.
 	f := fsm.NewFSM("closed", fsm.Events{
 		{Name: "open", Src: []string{"closed"}, Dst: "opened"},
 		{Name: "close", Src: []string{"opened"}, Dst: "closed"},
 	}, nil)
-	m, err := stagefsm.FromLooplab(f, stagefsm.LooplabConfig[string, string, *doorCtx, doorStep]{
+	m, err := looplab.FromFSM(f, looplab.Config[string, string, *doorCtx, doorStep]{
 		// Event and State are nil: E and S are looplab's own strings.
 		Actions: func(from, _, to string, _ *doorCtx) []doorStep {
 			return []doorStep{{name: "log " + from + "->" + to}}
