@@ -1,6 +1,30 @@
 // Package stagefsm runs handler-supervised FSM stages: each stage of a
 // stream-processing application is a finite state machine, and a
-// supervision loop, [Run], drives it.
+// supervision loop, [Run], drives it. Every error and every panic of the
+// stage's handler becomes an event that goes back through the machine.
+//
+// A stage is a supervisor (what each state does) and a machine (what each
+// event means), here a [github.com/stagefsm/stagefsm/mealy] definition:
+//
+//	type stage struct{ def *mealy.Definition[State, Event, *Counter, Action] }
+//
+//	func (s stage) Name() string { return "counter" }
+//	func (s stage) BuildStateMachine(initial State) (stagefsm.Machine[State, Event, *Counter, Action], error) {
+//		return s.def.New(initial)
+//	}
+//	func (stage) DispatchState(ctx context.Context, s State, c *Counter) (stagefsm.Directive[Event], error) {
+//		if s == Done {
+//			return stagefsm.Terminate[Event](), nil // writes the completion event
+//		}
+//		return stagefsm.Transition(Event{Kind: Tick}), c.step(ctx) // an error is fed back as EventForActionError(err)
+//	}
+//	func (stage) EventForActionError(err error) Event        { return Event{Kind: Failure, Err: err} }
+//	func (stage) WriteCompletionEvent(context.Context) error { return nil }
+//
+//	err := stagefsm.Run(ctx, stage{def}, Created, &Counter{})
+//
+// The package [github.com/stagefsm/stagefsm/stage] runs ready-made
+// source, transform and sink stages like this one, wired into graphs.
 //
 // # The pieces
 //
