@@ -16,7 +16,10 @@
 //		if s == Done {
 //			return stagefsm.Terminate[Event](), nil // writes the completion event
 //		}
-//		return stagefsm.Transition(Event{Kind: Tick}), c.step(ctx) // an error is fed back as EventForActionError(err)
+//		if err := c.step(ctx); err != nil {
+//			return stagefsm.Directive[Event]{}, err // fed back as EventForActionError(err)
+//		}
+//		return stagefsm.Transition(Event{Kind: Tick}), nil
 //	}
 //	func (stage) EventForActionError(err error) Event        { return Event{Kind: Failure, Err: err} }
 //	func (stage) WriteCompletionEvent(context.Context) error { return nil }
