@@ -4,6 +4,14 @@
 // machine implementations, and fake source, transform and sink handlers for
 // the ready-made stages — as [net/http/httptest] does for HTTP handlers.
 //
+//	toEvent := func(err error) Event { return Event{Kind: Failure, Err: err} }
+//	sup := stagefsmtest.NewSupervisor(t, build, toEvent). // build makes the machine under test
+//		In(Created, stagefsmtest.Returns(stagefsm.Transition(Event{Kind: Start}))).
+//		In(Running, stagefsmtest.Fails[Event](errors.New("disk full"))).
+//		In(Failed, stagefsmtest.Returns(stagefsm.Terminate[Event]()))
+//	err := stagefsm.Run(ctx, sup, Created, &Ctx{})
+//	// err == nil; sup.States() == [Created Running Failed]; sup.Failures() holds the routed error
+//
 // # The pieces
 //
 //   - [Supervisor] is a fake [stagefsm.HandlerSupervised] whose dispatch

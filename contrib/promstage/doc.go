@@ -2,6 +2,11 @@
 // Prometheus: a [Collector] to register with a [prometheus.Registerer],
 // which reads [stage.Pipeline.Stats] at scrape time.
 //
+//	c, err := promstage.New("orders", pipeline) // before or after Start
+//	if err != nil { ... }
+//	prometheus.MustRegister(c)
+//	http.Handle("/metrics", promhttp.Handler())
+//
 // # Metrics
 //
 // Every stage metric is labelled pipeline, stage and kind ("source",
