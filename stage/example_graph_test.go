@@ -2,6 +2,7 @@ package stage_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -136,4 +137,118 @@ func ExampleGraph_Mermaid() {
 	//     s0 -->|int| s1
 	//     s1 -->|int| s2
 	//     s1 -->|int| s3
+}
+
+// runGraph builds, starts and waits for g, printing any error.
+func runGraph(g *stage.Graph) *stage.Pipeline {
+	p, err := g.Build()
+	if err != nil {
+		fmt.Println(err)
+		return nil
+	}
+	ctx := context.Background()
+	if err := p.Start(ctx); err != nil {
+		fmt.Println(err)
+	}
+	if err := p.Wait(ctx); err != nil {
+		fmt.Println(err)
+	}
+	return p
+}
+
+// The three strategies of a Join for a stream item without a reference:
+// Inner drops it (counted), Left passes it on unmatched, Strict
+// dead-letters it with ErrUnmatched.
+func ExampleJoin() {
+	names := map[int]string{1: "ada", 2: "bob"}
+	for _, strategy := range []stage.JoinStrategy{stage.Inner, stage.Left, stage.Strict} {
+		var letters []string
+		g := stage.NewGraph(stage.WithDeadLetter(func(it stage.Item[any]) {
+			letters = append(letters, fmt.Sprint(it.Payload, errors.Is(it.Err, stage.ErrUnmatched)))
+		}))
+		ref := stage.Read(g, "customers", emitAll(1, 2))
+		orders := stage.Read(g, "orders", emitAll(1, 3, 2))
+		out := &list[string]{}
+		stage.Write(stage.Join(ref, orders, "enrich", stage.JoinSpec[int, int, int, string]{
+			RefKey:    func(id int) int { return id },
+			StreamKey: func(customer int) int { return customer },
+			Combine: func(customer, _ int, matched bool) string {
+				if !matched {
+					return fmt.Sprintf("%d:?", customer)
+				}
+				return fmt.Sprintf("%d:%s", customer, names[customer])
+			},
+			Strategy: strategy, // Mode: the default, Finite — the whole reference first
+		}), "out", out)
+		p := runGraph(g)
+		fmt.Println(strategy, out.got, "dropped:", p.Stats().Dropped, "dead letters:", letters)
+	}
+	// Output:
+	// Inner [1:ada 2:bob] dropped: 1 dead letters: []
+	// Left [1:ada 3:? 2:bob] dropped: 0 dead letters: []
+	// Strict [1:ada 2:bob] dropped: 0 dead letters: [3 true]
+}
+
+// Broadcast: every item to every branch, each branch at its own pace.
+func ExampleBroadcast() {
+	g := stage.NewGraph()
+	copies := stage.Broadcast(stage.Read(g, "numbers", emitAll(1, 2, 3)), "copy", 2)
+	audit, sum := &list[int]{}, &list[int]{}
+	stage.Write(copies[0], "audit", audit)
+	stage.Write(stage.Aggregate(copies[1], "total", func(s *int, v int) { *s += v },
+		func(s int, emit func(int)) { emit(s) }), "sum", sum)
+	p := runGraph(g)
+	fmt.Println("audit:", audit.got, "sum:", sum.got)
+	st := p.Stats()
+	fmt.Println("emitted:", st.Emitted, "delivered:", st.Delivered)
+	// Output:
+	// audit: [1 2 3] sum: [6]
+	// emitted: 10 delivered: 10
+}
+
+// Route: each item to the branch its pick function names; an item it
+// names no branch for is dead-lettered with ErrNoRoute, never dropped.
+func ExampleRoute() {
+	var letters []string
+	g := stage.NewGraph(stage.WithDeadLetter(func(it stage.Item[any]) {
+		letters = append(letters, fmt.Sprint(it.Payload, " ", errors.Is(it.Err, stage.ErrNoRoute)))
+	}))
+	parts := stage.Route(stage.Read(g, "numbers", emitAll(1, 2, 3, 4, -5)), "parity", 2, func(v int) int {
+		if v < 0 {
+			return -1 // no branch
+		}
+		return v % 2
+	})
+	even, odd := &list[int]{}, &list[int]{}
+	stage.Write(parts[0], "even", even)
+	stage.Write(parts[1], "odd", odd)
+	runGraph(g)
+	fmt.Println("even:", even.got, "odd:", odd.got, "dead letters:", letters)
+	// Output:
+	// even: [2 4] odd: [1 3] dead letters: [-5 true]
+}
+
+// A Live join: the reference is a feed that never ends (here, prices that
+// keep coming); the join enriches the stream with the latest reference it
+// has, and when the stream ends it drains the feed, so the graph ends.
+func ExampleJoin_live() {
+	g := stage.NewGraph()
+	var tick int
+	prices := stage.Read(g, "prices", stage.SourceFunc[int](func(_ context.Context, emit func(int)) error {
+		tick++
+		emit(100 + tick%7) // the price of the day, forever
+		return nil
+	}))
+	orders := stage.Read(g, "orders", emitAll(1, 2, 3))
+	out := &list[string]{}
+	stage.Write(stage.Join(prices, orders, "price", stage.JoinSpec[int, int, int, string]{
+		RefKey:    func(int) int { return 0 }, // one key: the current price
+		StreamKey: func(int) int { return 0 },
+		Combine:   func(qty, price int, _ bool) string { return fmt.Sprintf("%d at %d", qty, price) },
+		Strategy:  stage.Left, // an order ahead of the first price goes on unpriced
+		Mode:      stage.Live,
+	}), "out", out)
+	p := runGraph(g)
+	fmt.Println(len(out.got), "orders out; the feed ended as", p.Stats().Stages[0].State)
+	// Output: 3 orders out; the feed ended as Drained
 }

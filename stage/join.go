@@ -29,6 +29,19 @@ const (
 	Strict
 )
 
+// String returns "Inner", "Left", "Strict", or "JoinStrategy(n)".
+func (s JoinStrategy) String() string {
+	switch s {
+	case Inner:
+		return "Inner"
+	case Left:
+		return "Left"
+	case Strict:
+		return "Strict"
+	}
+	return fmt.Sprintf("JoinStrategy(%d)", uint8(s))
+}
+
 // ReferenceMode says how a [Join] reads its reference input.
 type ReferenceMode uint8
 
@@ -55,6 +68,17 @@ const (
 
 // defaultFairness is JoinSpec.Fairness when it is not set.
 const defaultFairness = 4
+
+// String returns "Finite", "Live", or "ReferenceMode(n)".
+func (m ReferenceMode) String() string {
+	switch m {
+	case Finite:
+		return "Finite"
+	case Live:
+		return "Live"
+	}
+	return fmt.Sprintf("ReferenceMode(%d)", uint8(m))
+}
 
 // JoinSpec configures a [Join] of reference items R and stream items S,
 // matched by a key K, into outputs O. The functions are called from the
