@@ -47,7 +47,7 @@ type benchIn struct {
 
 // benchCore returns a keyed core outside a pipeline, to drive its per-item
 // path directly.
-func benchCore(b *testing.B) *keyedCore[benchIn, int, string, string, benchAct, int] {
+func benchCore(b *testing.B, edit ...func(*KeyedSpec[benchIn, int, string, string, benchAct, int])) *keyedCore[benchIn, int, int] {
 	def := benchDef(b)
 	u := &unit{name: "keyed"}
 	o := newOptions(nil)
@@ -63,7 +63,10 @@ func benchCore(b *testing.B) *keyedCore[benchIn, int, string, string, benchAct, 
 		},
 		Terminal: def.Terminal,
 	}
-	return newKeyedCore(u, spec, newEdge[benchIn](&o), newEdge[int](&o)).(*keyedCore[benchIn, int, string, string, benchAct, int])
+	for _, f := range edit {
+		f(&spec)
+	}
+	return newKeyedMachinesCore(u, &spec, newEdge[benchIn](&o), newEdge[int](&o))
 }
 
 func heapAlloc() uint64 {
@@ -88,14 +91,14 @@ func BenchmarkKeyedIdleMemory(b *testing.B) {
 			if err := k.item(ctx, benchIn{key: i, ev: "add"}); err != nil {
 				b.Fatal(err)
 			}
-			if len(k.cur) >= 1024 {
-				k.cur = k.cur[:0]
+			if len(k.w.items) >= 1024 {
+				k.w.items = k.w.items[:0]
 			}
 		}
-		k.cur = nil
+		k.w.items = nil
 		after := heapAlloc()
-		if len(k.heap) != n || int(k.keys.Load()) != n {
-			b.Fatalf("armed %d, keys %d, want %d", len(k.heap), k.keys.Load(), n)
+		if k.shards[0].(*keyedMachines[benchIn, int, string, string, benchAct, int]).timers.armed != n || int(k.counts.keys.Load()) != n {
+			b.Fatalf("armed %d, keys %d, want %d", k.shards[0].(*keyedMachines[benchIn, int, string, string, benchAct, int]).timers.armed, k.counts.keys.Load(), n)
 		}
 		b.ReportMetric(float64(after-before)/n, "bytes/key")
 		runtime.KeepAlive(k)
@@ -135,8 +138,8 @@ func BenchmarkKeyedVsHand(b *testing.B) {
 			if err := k.item(ctx, e); err != nil {
 				b.Fatal(err)
 			}
-			if len(k.cur) >= 1024 {
-				k.cur = k.cur[:0]
+			if len(k.w.items) >= 1024 {
+				k.w.items = k.w.items[:0]
 			}
 		}
 		keyedNs += float64(time.Since(start))
@@ -201,21 +204,22 @@ func BenchmarkKeyedTimeoutLateness(b *testing.B) {
 	ctx := context.Background()
 	var p50, p99 float64
 	for b.Loop() {
-		k := benchCore(b)
 		armed := make([]time.Time, n)
 		late := make([]time.Duration, 0, n)
-		k.spec.New = func(int) (stagefsm.Machine[string, string, *benchScope, benchAct], error) { return def.New("open") }
-		k.spec.Act = func(_ context.Context, _ benchAct, _ string, s *benchScope) error {
-			late = append(late, time.Since(armed[s.Key()].Add(d)))
-			return nil
-		}
+		k := benchCore(b, func(spec *KeyedSpec[benchIn, int, string, string, benchAct, int]) {
+			spec.New = func(int) (stagefsm.Machine[string, string, *benchScope, benchAct], error) { return def.New("open") }
+			spec.Act = func(_ context.Context, _ benchAct, _ string, s *benchScope) error {
+				late = append(late, time.Since(armed[s.Key()].Add(d)))
+				return nil
+			}
+		})
 		for i := range n {
 			armed[i] = time.Now()
 			if err := k.item(ctx, benchIn{key: i, ev: "add"}); err != nil {
 				b.Fatal(err)
 			}
 		}
-		for len(k.heap) > 0 {
+		for k.shards[0].(*keyedMachines[benchIn, int, string, string, benchAct, int]).timers.armed > 0 {
 			if _, _, err := k.receive(ctx); err != nil {
 				b.Fatal(err)
 			}
@@ -223,8 +227,8 @@ func BenchmarkKeyedTimeoutLateness(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		if len(late) != n || k.timeouts.Load() != n {
-			b.Fatalf("fired %d (%d timeouts), want %d", len(late), k.timeouts.Load(), n)
+		if len(late) != n || k.counts.timeouts.Load() != n {
+			b.Fatalf("fired %d (%d timeouts), want %d", len(late), k.counts.timeouts.Load(), n)
 		}
 		slices.Sort(late)
 		p50 += float64(late[n/2])
