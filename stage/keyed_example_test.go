@@ -81,3 +81,41 @@ func ExampleAggregate() {
 	// total 10
 	// <nil>
 }
+
+// A keyed accumulator: the total of each user's purchases, emitted as soon
+// as it reaches 100, and what is left of each total at end of input.
+func ExampleKeyedAccumulate() {
+	type buy struct {
+		user  string
+		cents int
+	}
+	src := stagefsmtest.NewSource[buy]().Emit(
+		buy{"ann", 60}, buy{"bob", 30}, buy{"ann", 50}, buy{"bob", 20}, buy{"ann", 5})
+	totals := stage.ThenKeyedAccumulate(stage.From("buys", stage.Source[buy](src)), "totals",
+		stage.KeyedAccumulator[buy, string, int, string]{
+			Key: func(b buy) string { return b.user },
+			Fold: func(total *int, b buy) error {
+				*total += b.cents
+				return nil
+			},
+			EmitWhen: func(_ string, total int) bool { return total >= 100 },
+			Emit: func(user string, total int, emit func(string)) error {
+				emit(fmt.Sprintf("%s %d", user, total))
+				return nil
+			},
+		})
+	p := stage.To(totals, "print", stage.SinkFunc[string](func(_ context.Context, s string) error {
+		fmt.Println(s)
+		return nil
+	}))
+	if err := p.Start(context.Background()); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(p.Wait(context.Background()), p.Stats().Stages[1].Keys)
+	// Output:
+	// ann 110
+	// ann 5
+	// bob 50
+	// <nil> 0
+}
