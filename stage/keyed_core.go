@@ -95,12 +95,11 @@ type keyedCore[I any, K comparable, O any] struct {
 	counts *keyedCounts
 	timer  *time.Timer
 
-	w           keyedOut[O] // outputs not yet sent
-	seq         uint64
-	unpublished uint64
-	held        []Item[I]
-	next        int
-	outClosed   bool
+	w         keyedOut[O] // outputs not yet sent
+	seq       uint64
+	held      []Item[I]
+	next      int
+	outClosed bool
 
 	// With workers (len(shards) > 1), per dispatch:
 	seed  maphash.Seed
