@@ -79,21 +79,28 @@ func checkWorkers(n int) error {
 	return nil
 }
 
-// Timer states of a key's record.
-const (
-	timerOff   uint8 = iota
-	timerArmed       // an entry of the heap holds the deadline
-	timerFired       // the deadline fired; the same deadline is not armed again
-)
+// keyedInst is one key's instance, the value of the shard's index: all an
+// item of the key needs, so that handling it touches the index and the
+// machine, and nothing else.
+type keyedInst[K comparable, S, E, A, O any] struct {
+	m stagefsm.Machine[S, E, *Scope[K, O], A]
+	// deadline is the UnixNano of the deadline armed (or of the one that
+	// fired: the same deadline is not armed again); 0 when none.
+	deadline int64
+	slot     int32 // the key's slot in the slab; -1 once removed
+}
 
-// keyedRec is one key's instance: a slot of the shard's slab.
-type keyedRec[K comparable, S, E, A, O any] struct {
-	m        stagefsm.Machine[S, E, *Scope[K, O], A]
-	key      K
-	deadline int64  // UnixNano of the last deadline armed
-	gen      uint32 // bumped whenever the armed deadline changes
-	timer    uint8
-	live     bool
+// keyedSlot is a slot of a shard's slab: the key a heap entry or the drain
+// finds the instance by, and the key's valid heap entry, if any. The entry
+// is lazy: an instance whose deadline moves later, or is disarmed, keeps
+// it; when it comes due it is pushed again for the later deadline, or
+// dropped. So the common re-arm (the same timeout, from a later now) and a
+// disarm cost no heap operation, and leave no stale entry behind.
+type keyedSlot[K comparable] struct {
+	key  K
+	at   int64  // the deadline of the valid entry, at most the instance's
+	gen  uint32 // the generation of the valid entry; 0: none
+	live bool
 }
 
 // keyedStater is the optional interface of a core that reports keys and
@@ -102,48 +109,50 @@ type keyedStater interface {
 	keyedStats() (keys int, timeouts uint64)
 }
 
-// keyedMachines is a shard of a [Keyed] stage: a slab of per-key machines
-// and their deadline heap.
+// keyedMachines is a shard of a [Keyed] stage: the per-key machines, by
+// key, a slab of their keys and their deadline heap.
 type keyedMachines[I any, K comparable, S, E, A, O any] struct {
 	spec   *KeyedSpec[I, K, S, E, A, O]
 	counts *keyedCounts
-	index  map[K]int32
-	slab   []keyedRec[K, S, E, A, O]
+	index  map[K]keyedInst[K, S, E, A, O]
+	slab   []keyedSlot[K]
 	free   []int32
 	timers timerHeap
+	gen    uint32 // the last generation given to a heap entry
 	scope  Scope[K, O]
 	w      *keyedOut[O] // where the machine's outputs go, during a call
+	warmed []stagefsm.Machine[S, E, *Scope[K, O], A]
 }
 
 func newKeyedMachines[I any, K comparable, S, E, A, O any](spec *KeyedSpec[I, K, S, E, A, O], counts *keyedCounts) *keyedMachines[I, K, S, E, A, O] {
-	s := &keyedMachines[I, K, S, E, A, O]{spec: spec, counts: counts, index: make(map[K]int32)}
+	s := &keyedMachines[I, K, S, E, A, O]{spec: spec, counts: counts, index: make(map[K]keyedInst[K, S, E, A, O])}
 	s.scope.emit = func(v O) { s.w.emit(v) }
 	s.timers.valid = func(e timerEnt) bool {
-		r := &s.slab[e.slot]
-		return r.timer == timerArmed && r.gen == e.gen
+		sl := &s.slab[e.slot]
+		return sl.live && sl.gen == e.gen
 	}
 	return s
 }
 
 func (s *keyedMachines[I, K, S, E, A, O]) item(ctx context.Context, key K, v I, w *keyedOut[O]) error {
 	s.w = w
-	r, ok := s.index[key]
+	in, ok := s.index[key]
 	if !ok {
 		var err error
-		if r, err = s.create(key); err != nil {
+		if in, err = s.create(key); err != nil {
 			return err
 		}
 	}
 	n, emitted := w.mark()
 	e, err := s.event(v)
 	if err == nil {
-		err = s.feed(ctx, r, e)
+		err = s.feed(ctx, key, in.m, e)
 	}
 	if err != nil {
 		w.undo(n, emitted)
-		s.fail(ctx, r, err)
+		s.fail(ctx, key, &in, err)
 	}
-	s.settle(r)
+	s.settle(key, &in)
 	return err
 }
 
@@ -157,8 +166,8 @@ func (s *keyedMachines[I, K, S, E, A, O]) event(v I) (e E, err error) {
 	return s.spec.Event(v), nil
 }
 
-// create makes the instance of key in a free slot of the slab.
-func (s *keyedMachines[I, K, S, E, A, O]) create(key K) (int32, error) {
+// create makes the instance of key, in a free slot of the slab.
+func (s *keyedMachines[I, K, S, E, A, O]) create(key K) (keyedInst[K, S, E, A, O], error) {
 	var m stagefsm.Machine[S, E, *Scope[K, O], A]
 	err := safeCall(func() error {
 		var err error
@@ -169,32 +178,31 @@ func (s *keyedMachines[I, K, S, E, A, O]) create(key K) (int32, error) {
 		err = errors.New("stage: KeyedSpec.New returned a nil machine")
 	}
 	if err != nil {
-		return 0, fmt.Errorf("stage: creating the instance of key %v: %w", key, err)
+		return keyedInst[K, S, E, A, O]{}, fmt.Errorf("stage: creating the instance of key %v: %w", key, err)
 	}
 	var r int32
 	if n := len(s.free); n > 0 {
 		r, s.free = s.free[n-1], s.free[:n-1]
 	} else {
-		s.slab = append(s.slab, keyedRec[K, S, E, A, O]{})
+		s.slab = append(s.slab, keyedSlot[K]{})
 		r = int32(len(s.slab) - 1)
 	}
-	rec := &s.slab[r]
-	rec.m, rec.key, rec.live = m, key, true
-	s.index[key] = r
+	s.slab[r] = keyedSlot[K]{key: key, live: true}
+	in := keyedInst[K, S, E, A, O]{m: m, slot: r}
+	s.index[key] = in
 	s.counts.keys.Add(1)
-	return r, nil
+	return in, nil
 }
 
-// feed feeds e to instance r and executes its actions.
-func (s *keyedMachines[I, K, S, E, A, O]) feed(ctx context.Context, r int32, e E) (err error) {
+// feed feeds e to machine m of key and executes its actions.
+func (s *keyedMachines[I, K, S, E, A, O]) feed(ctx context.Context, key K, m stagefsm.Machine[S, E, *Scope[K, O], A], e E) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = newPanicError(p)
 		}
 	}()
-	rec := &s.slab[r]
-	s.scope.key = rec.key
-	acts, err := rec.m.Handle(ctx, e, &s.scope)
+	s.scope.key = key
+	acts, err := m.Handle(ctx, e, &s.scope)
 	if err != nil {
 		return err
 	}
@@ -208,65 +216,96 @@ func (s *keyedMachines[I, K, S, E, A, O]) feed(ctx context.Context, r int32, e E
 
 // fail is the failure path of one key: its failure event, if any; an
 // instance without one, or whose failure event fails too, is removed.
-func (s *keyedMachines[I, K, S, E, A, O]) fail(ctx context.Context, r int32, cause error) {
+func (s *keyedMachines[I, K, S, E, A, O]) fail(ctx context.Context, key K, in *keyedInst[K, S, E, A, O], cause error) {
 	if s.spec.Failure != nil {
 		if e, ok := s.spec.Failure(cause); ok {
 			n, emitted := s.w.mark()
-			if s.feed(ctx, r, e) == nil {
+			if s.feed(ctx, key, in.m, e) == nil {
 				return
 			}
 			s.w.undo(n, emitted)
 		}
 	}
-	s.remove(r)
+	s.remove(key, in)
 }
 
-// settle removes instance r if it is terminal, else (re)arms its timeout.
-func (s *keyedMachines[I, K, S, E, A, O]) settle(r int32) {
-	rec := &s.slab[r]
-	if !rec.live {
+// settle removes instance in of key if it is terminal, else (re)arms its
+// timeout, and stores what changed.
+func (s *keyedMachines[I, K, S, E, A, O]) settle(key K, in *keyedInst[K, S, E, A, O]) {
+	dirty := false
+	if in.slot < 0 {
 		return
 	}
-	if s.spec.Terminal(rec.m.State()) {
-		s.remove(r)
+	if s.spec.Terminal(in.m.State()) {
+		s.remove(key, in)
 		return
 	}
-	timed, ok := rec.m.(stagefsm.Timed[E])
-	if !ok {
-		return
-	}
-	dl, _, ok := timed.Timeout()
-	if !ok {
-		if rec.timer == timerArmed {
-			s.timers.armed--
+	if timed, ok := in.m.(stagefsm.Timed[E]); ok {
+		dl, _, ok := timed.Timeout()
+		switch at := dl.UnixNano(); {
+		case !ok:
+			if in.deadline != 0 {
+				in.deadline, dirty = 0, true // the entry, if any, is dropped when due
+			}
+		case at == in.deadline:
+			// unchanged, or the deadline that just fired
+		default:
+			in.deadline, dirty = at, true
+			if sl := &s.slab[in.slot]; sl.gen == 0 || at < sl.at {
+				if sl.gen == 0 {
+					s.timers.armed++
+				}
+				s.push(sl, in.slot, at)
+			}
 		}
-		rec.timer = timerOff
-		return
 	}
-	at := dl.UnixNano()
-	if at == rec.deadline && rec.timer != timerOff {
-		return // unchanged, or the deadline that just fired
+	if dirty {
+		s.index[key] = *in
 	}
-	if rec.timer != timerArmed {
-		s.timers.armed++
-	}
-	rec.deadline, rec.timer = at, timerArmed
-	rec.gen++
-	s.timers.push(timerEnt{at: at, slot: r, gen: rec.gen})
 }
 
-func (s *keyedMachines[I, K, S, E, A, O]) remove(r int32) {
-	rec := &s.slab[r]
-	if !rec.live {
-		return
+// push gives slot r, whose slab entry is sl, a new valid heap entry.
+func (s *keyedMachines[I, K, S, E, A, O]) push(sl *keyedSlot[K], r int32, at int64) {
+	s.gen++
+	if s.gen == 0 { // 0 marks no entry
+		s.gen++
 	}
-	if rec.timer == timerArmed {
+	sl.at, sl.gen = at, s.gen
+	s.timers.push(timerEnt{at: at, slot: r, gen: s.gen})
+}
+
+// consume marks the valid heap entry of slot sl as gone.
+func (s *keyedMachines[I, K, S, E, A, O]) consume(sl *keyedSlot[K]) {
+	if sl.gen != 0 {
+		sl.gen = 0
 		s.timers.armed--
 	}
-	delete(s.index, rec.key)
-	*rec = keyedRec[K, S, E, A, O]{gen: rec.gen + 1}
-	s.free = append(s.free, r)
+}
+
+func (s *keyedMachines[I, K, S, E, A, O]) remove(key K, in *keyedInst[K, S, E, A, O]) {
+	if in.slot < 0 {
+		return
+	}
+	s.consume(&s.slab[in.slot])
+	delete(s.index, key)
+	s.slab[in.slot] = keyedSlot[K]{}
+	s.free = append(s.free, in.slot)
 	s.counts.keys.Add(-1)
+	*in = keyedInst[K, S, E, A, O]{slot: -1}
+}
+
+func (s *keyedMachines[I, K, S, E, A, O]) warm(keys []K) {
+	ms := s.warmed[:0]
+	for _, key := range keys {
+		if in, ok := s.index[key]; ok {
+			ms = append(ms, in.m)
+		}
+	}
+	for _, m := range ms {
+		m.State()
+	}
+	clear(ms)
+	s.warmed = ms
 }
 
 func (s *keyedMachines[I, K, S, E, A, O]) next() (int64, bool) {
@@ -284,22 +323,30 @@ func (s *keyedMachines[I, K, S, E, A, O]) fireDue(ctx context.Context, now int64
 			return nil
 		}
 		s.timers.pop()
-		r := t.slot
-		rec := &s.slab[r]
-		rec.timer = timerFired
-		s.timers.armed--
-		timed, _ := rec.m.(stagefsm.Timed[E])
-		_, e, ok := timed.Timeout()
-		if !ok {
+		sl := &s.slab[t.slot]
+		key := sl.key
+		in := s.index[key]
+		switch {
+		case in.deadline > t.at: // the deadline moved later: wait for it
+			sl.at = in.deadline
+			s.timers.push(timerEnt{at: sl.at, slot: t.slot, gen: sl.gen})
+			continue
+		case in.deadline != t.at: // disarmed
+			s.consume(sl)
 			continue
 		}
-		s.counts.timeouts.Add(1)
-		n, emitted := w.mark()
-		if err := s.feed(ctx, r, e); err != nil {
-			w.undo(n, emitted)
-			s.fail(ctx, r, err)
+		s.consume(sl) // fired: in.deadline stays, not to be armed again
+		timed, _ := in.m.(stagefsm.Timed[E])
+		_, e, ok := timed.Timeout()
+		if ok {
+			s.counts.timeouts.Add(1)
+			n, emitted := w.mark()
+			if err := s.feed(ctx, key, in.m, e); err != nil {
+				w.undo(n, emitted)
+				s.fail(ctx, key, &in, err)
+			}
 		}
-		s.settle(r)
+		s.settle(key, &in)
 		if err := w.full(ctx); err != nil {
 			return err
 		}
@@ -314,17 +361,18 @@ func (s *keyedMachines[I, K, S, E, A, O]) drain(ctx context.Context, w *keyedOut
 	}
 	s.w = w
 	for r := range s.slab {
-		rec := &s.slab[r]
-		if !rec.live {
+		sl := s.slab[r]
+		if !sl.live {
 			continue
 		}
-		if e, ok := s.spec.Drain(rec.key); ok {
+		if e, ok := s.spec.Drain(sl.key); ok {
+			in := s.index[sl.key]
 			n, emitted := w.mark()
-			if err := s.feed(ctx, int32(r), e); err != nil {
+			if err := s.feed(ctx, sl.key, in.m, e); err != nil {
 				w.undo(n, emitted)
-				s.fail(ctx, int32(r), err)
+				s.fail(ctx, sl.key, &in, err)
 			}
-			s.settle(int32(r))
+			s.settle(sl.key, &in)
 			if err := w.full(ctx); err != nil {
 				return err
 			}

@@ -79,6 +79,7 @@ type keyedAccs[I any, K comparable, S, O any] struct {
 	timers timerHeap
 	w      *keyedOut[O]
 	emitFn func(O)
+	sink   int32 // what warm read, so that its reads are not optimized away
 }
 
 func newKeyedAccs[I any, K comparable, S, O any](u *unit, spec *KeyedAccumulator[I, K, S, O], counts *keyedCounts) *keyedAccs[I, K, S, O] {
@@ -196,6 +197,14 @@ func (s *keyedAccs[I, K, S, O]) flushKey(ctx context.Context, r int32, trigger s
 			fmt.Errorf("stage: emitting the state of key %v (%s): %w", rec.key, trigger, err))
 	}
 	s.remove(r)
+}
+
+func (s *keyedAccs[I, K, S, O]) warm(keys []K) {
+	var n int32
+	for _, key := range keys {
+		n += s.index[key]
+	}
+	s.sink = n
 }
 
 func (s *keyedAccs[I, K, S, O]) next() (int64, bool) {

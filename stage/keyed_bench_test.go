@@ -22,7 +22,7 @@ type benchScope = Scope[int, int]
 // benchDef is a small machine with a 16-byte state (a string): "open"
 // (timeout armed) stays on "add", goes to "paid" on "pay" and back on
 // "reopen".
-func benchDef(b *testing.B) *mealy.Definition[string, string, *benchScope, benchAct] {
+func benchDef(b testing.TB) *mealy.Definition[string, string, *benchScope, benchAct] {
 	id := func(s string) string { return s }
 	m := mealy.New[string, string, *benchScope, benchAct](id, id)
 	m.Initial("open")
@@ -47,7 +47,7 @@ type benchIn struct {
 
 // benchCore returns a keyed core outside a pipeline, to drive its per-item
 // path directly.
-func benchCore(b *testing.B, edit ...func(*KeyedSpec[benchIn, int, string, string, benchAct, int])) *keyedCore[benchIn, int, int] {
+func benchCore(b testing.TB, edit ...func(*KeyedSpec[benchIn, int, string, string, benchAct, int])) *keyedCore[benchIn, int, int] {
 	def := benchDef(b)
 	u := &unit{name: "keyed"}
 	o := newOptions(nil)
@@ -66,7 +66,39 @@ func benchCore(b *testing.B, edit ...func(*KeyedSpec[benchIn, int, string, strin
 	for _, f := range edit {
 		f(&spec)
 	}
-	return newKeyedMachinesCore(u, &spec, newEdge[benchIn](&o), newEdge[int](&o))
+	k := newKeyedMachinesCore(u, &spec, newEdge[benchIn](&o), newEdge[int](&o))
+	k.w.flush = func(context.Context) error { // outputs are dropped, not sent
+		clear(k.w.items)
+		k.w.items, k.w.emitted = k.w.items[:0], 0
+		return nil
+	}
+	return k
+}
+
+// benchBatches cuts evs into input batches of the default size.
+func benchBatches(evs []benchIn) [][]Item[benchIn] {
+	var bs [][]Item[benchIn]
+	for c := range slices.Chunk(evs, defaultBatchSize) {
+		b := make([]Item[benchIn], len(c))
+		for i, e := range c {
+			b[i].Payload = e
+		}
+		bs = append(bs, b)
+	}
+	return bs
+}
+
+// benchFeed hands the batches to k as its loop does, without channels.
+func benchFeed(b testing.TB, k *keyedCore[benchIn, int, int], bs [][]Item[benchIn]) {
+	for _, bt := range bs {
+		k.next = 0
+		if _, err := k.handle(context.Background(), bt); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := k.w.flush(context.Background()); err != nil {
+		b.Fatal(err)
+	}
 }
 
 func heapAlloc() uint64 {
@@ -83,19 +115,16 @@ func heapAlloc() uint64 {
 // bytes/key.
 func BenchmarkKeyedIdleMemory(b *testing.B) {
 	const n = 1_000_000
-	ctx := context.Background()
+	evs := make([]benchIn, n)
+	for i := range evs {
+		evs[i] = benchIn{key: i, ev: "add"}
+	}
+	bs := benchBatches(evs)
 	for b.Loop() {
 		before := heapAlloc()
 		k := benchCore(b)
-		for i := range n {
-			if err := k.item(ctx, benchIn{key: i, ev: "add"}); err != nil {
-				b.Fatal(err)
-			}
-			if len(k.w.items) >= 1024 {
-				k.w.items = k.w.items[:0]
-			}
-		}
-		k.w.items = nil
+		benchFeed(b, k, bs)
+		k.w.items, k.keys, k.okKeys = nil, nil, nil
 		after := heapAlloc()
 		if k.shards[0].(*keyedMachines[benchIn, int, string, string, benchAct, int]).timers.armed != n || int(k.counts.keys.Load()) != n {
 			b.Fatalf("armed %d, keys %d, want %d", k.shards[0].(*keyedMachines[benchIn, int, string, string, benchAct, int]).timers.armed, k.counts.keys.Load(), n)
@@ -106,8 +135,9 @@ func BenchmarkKeyedIdleMemory(b *testing.B) {
 }
 
 // BenchmarkKeyedVsHand compares the per-event cost of the keyed core's
-// per-item path (driven directly, without channels: the pipeline's batch
-// channels are the same for any transform and would hide the difference)
+// batch path (driven directly, batches of the default size without
+// channels: the pipeline's batch channels are the same for any transform
+// and would hide the difference)
 // with a hand-written loop over map[key]state with a switch that does the
 // same work (lookup or create, transition, arm the timeout on entering
 // open, emit one output), on the same pre-generated events over 100,000
@@ -129,19 +159,12 @@ func BenchmarkKeyedVsHand(b *testing.B) {
 		paid[key] = ev == "pay"
 		evs[i] = benchIn{key, ev}
 	}
-	ctx := context.Background()
+	bs := benchBatches(evs)
 	var keyedNs, handNs float64
 	for b.Loop() {
 		k := benchCore(b)
 		start := time.Now()
-		for _, e := range evs {
-			if err := k.item(ctx, e); err != nil {
-				b.Fatal(err)
-			}
-			if len(k.w.items) >= 1024 {
-				k.w.items = k.w.items[:0]
-			}
-		}
+		benchFeed(b, k, bs)
 		keyedNs += float64(time.Since(start))
 
 		type hstate struct {
@@ -215,7 +238,8 @@ func BenchmarkKeyedTimeoutLateness(b *testing.B) {
 		})
 		for i := range n {
 			armed[i] = time.Now()
-			if err := k.item(ctx, benchIn{key: i, ev: "add"}); err != nil {
+			k.next = 0
+			if _, err := k.handle(ctx, []Item[benchIn]{{Payload: benchIn{key: i, ev: "add"}}}); err != nil {
 				b.Fatal(err)
 			}
 		}
