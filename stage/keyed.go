@@ -13,8 +13,8 @@ import (
 // Scope to every key in turn, set to that key, so a machine or an action
 // must not keep it beyond the call it receives it in.
 type Scope[K comparable, O any] struct {
-	key  K
-	emit func(O)
+	key K
+	out *keyedOut[O]
 }
 
 // Key returns the key of the instance being handled.
@@ -22,7 +22,7 @@ func (s *Scope[K, O]) Key() K { return s.key }
 
 // Emit sends v downstream as an output of the stage. Outputs of a call
 // that fails are discarded, as a transform's are.
-func (s *Scope[K, O]) Emit(v O) { s.emit(v) }
+func (s *Scope[K, O]) Emit(v O) { s.out.emit(v) }
 
 // KeyedSpec declares a keyed stateful stage (see [Keyed]): how an item is
 // routed to its key, and the machine each key runs.
@@ -79,27 +79,21 @@ func checkWorkers(n int) error {
 	return nil
 }
 
-// keyedInst is one key's instance, the value of the shard's index: all an
-// item of the key needs, so that handling it touches the index and the
-// machine, and nothing else.
-type keyedInst[K comparable, S, E, A, O any] struct {
-	m stagefsm.Machine[S, E, *Scope[K, O], A]
+// keyedRec is one key's instance: a slot of the shard's slab.
+type keyedRec[K comparable, S, E, A, O any] struct {
+	m   stagefsm.Machine[S, E, *Scope[K, O], A]
+	key K
 	// deadline is the UnixNano of the deadline armed (or of the one that
 	// fired: the same deadline is not armed again); 0 when none.
 	deadline int64
-	slot     int32 // the key's slot in the slab; -1 once removed
-}
-
-// keyedSlot is a slot of a shard's slab: the key a heap entry or the drain
-// finds the instance by, and the key's valid heap entry, if any. The entry
-// is lazy: an instance whose deadline moves later, or is disarmed, keeps
-// it; when it comes due it is pushed again for the later deadline, or
-// dropped. So the common re-arm (the same timeout, from a later now) and a
-// disarm cost no heap operation, and leave no stale entry behind.
-type keyedSlot[K comparable] struct {
-	key  K
-	at   int64  // the deadline of the valid entry, at most the instance's
-	gen  uint32 // the generation of the valid entry; 0: none
+	// at and gen are the slot's valid heap entry, if gen is not 0. The
+	// entry is lazy: an instance whose deadline moves later, or is
+	// disarmed, keeps it; when it comes due it is pushed again for the
+	// later deadline, or dropped. So the common re-arm (the same timeout,
+	// from a later now) and a disarm cost no heap operation and leave no
+	// stale entry behind.
+	at   int64
+	gen  uint32
 	live bool
 }
 
@@ -109,50 +103,89 @@ type keyedStater interface {
 	keyedStats() (keys int, timeouts uint64)
 }
 
-// keyedMachines is a shard of a [Keyed] stage: the per-key machines, by
-// key, a slab of their keys and their deadline heap.
+// keyedMachines is a shard of a [Keyed] stage: a slab of per-key machines,
+// their index by key and their deadline heap.
 type keyedMachines[I any, K comparable, S, E, A, O any] struct {
 	spec   *KeyedSpec[I, K, S, E, A, O]
 	counts *keyedCounts
-	index  map[K]keyedInst[K, S, E, A, O]
-	slab   []keyedSlot[K]
+	index  map[K]int32
+	slab   []keyedRec[K, S, E, A, O]
 	free   []int32
 	timers timerHeap
 	gen    uint32 // the last generation given to a heap entry
 	scope  Scope[K, O]
-	w      *keyedOut[O] // where the machine's outputs go, during a call
-	warmed []stagefsm.Machine[S, E, *Scope[K, O], A]
+	pre    []int32 // by index in the batch last warmed: the key's slot, or -1
+	sink   uint32  // what warm read, so that the reads stay
 }
 
 func newKeyedMachines[I any, K comparable, S, E, A, O any](spec *KeyedSpec[I, K, S, E, A, O], counts *keyedCounts) *keyedMachines[I, K, S, E, A, O] {
-	s := &keyedMachines[I, K, S, E, A, O]{spec: spec, counts: counts, index: make(map[K]keyedInst[K, S, E, A, O])}
-	s.scope.emit = func(v O) { s.w.emit(v) }
+	s := &keyedMachines[I, K, S, E, A, O]{spec: spec, counts: counts, index: make(map[K]int32)}
 	s.timers.valid = func(e timerEnt) bool {
-		sl := &s.slab[e.slot]
-		return sl.live && sl.gen == e.gen
+		r := &s.slab[e.slot]
+		return r.live && r.gen == e.gen
 	}
 	return s
 }
 
-func (s *keyedMachines[I, K, S, E, A, O]) item(ctx context.Context, key K, v I, w *keyedOut[O]) error {
-	s.w = w
-	in, ok := s.index[key]
+// warm looks the keys up, then reads each instance's record and machine:
+// each loop is short enough for the processor to overlap the cache misses
+// of many keys, which handling them one by one cannot.
+func (s *keyedMachines[I, K, S, E, A, O]) warm(keys []K, idx []int) {
+	if len(s.pre) < len(keys) {
+		s.pre = make([]int32, len(keys))
+	}
+	for _, j := range idx {
+		r, ok := s.index[keys[j]]
+		if !ok {
+			r = -1
+		}
+		s.pre[j] = r
+	}
+	var sum uint32
+	for _, j := range idx {
+		if r := s.pre[j]; r >= 0 {
+			rec := &s.slab[r]
+			rec.m.State()
+			sum += rec.gen
+		}
+	}
+	s.sink = sum
+}
+
+// slot returns the slot of key, found by warm for item j if it still holds
+// the key (a slot removed and reused for the same key holds the key's new
+// instance: what a lookup would find).
+func (s *keyedMachines[I, K, S, E, A, O]) slot(j int, key K) (int32, bool) {
+	if j >= 0 && j < len(s.pre) {
+		if r := s.pre[j]; r >= 0 {
+			if rec := &s.slab[r]; rec.live && rec.key == key {
+				return r, true
+			}
+		}
+	}
+	r, ok := s.index[key]
+	return r, ok
+}
+
+func (s *keyedMachines[I, K, S, E, A, O]) item(ctx context.Context, j int, key K, v I, w *keyedOut[O]) error {
+	s.scope.out = w
+	r, ok := s.slot(j, key)
 	if !ok {
 		var err error
-		if in, err = s.create(key); err != nil {
+		if r, err = s.create(key); err != nil {
 			return err
 		}
 	}
 	n, emitted := w.mark()
 	e, err := s.event(v)
 	if err == nil {
-		err = s.feed(ctx, key, in.m, e)
+		err = s.feed(ctx, r, e)
 	}
 	if err != nil {
 		w.undo(n, emitted)
-		s.fail(ctx, key, &in, err)
+		s.fail(ctx, r, err)
 	}
-	s.settle(key, &in)
+	s.settle(r)
 	return err
 }
 
@@ -166,8 +199,8 @@ func (s *keyedMachines[I, K, S, E, A, O]) event(v I) (e E, err error) {
 	return s.spec.Event(v), nil
 }
 
-// create makes the instance of key, in a free slot of the slab.
-func (s *keyedMachines[I, K, S, E, A, O]) create(key K) (keyedInst[K, S, E, A, O], error) {
+// create makes the instance of key in a free slot of the slab.
+func (s *keyedMachines[I, K, S, E, A, O]) create(key K) (int32, error) {
 	var m stagefsm.Machine[S, E, *Scope[K, O], A]
 	err := safeCall(func() error {
 		var err error
@@ -178,31 +211,31 @@ func (s *keyedMachines[I, K, S, E, A, O]) create(key K) (keyedInst[K, S, E, A, O
 		err = errors.New("stage: KeyedSpec.New returned a nil machine")
 	}
 	if err != nil {
-		return keyedInst[K, S, E, A, O]{}, fmt.Errorf("stage: creating the instance of key %v: %w", key, err)
+		return 0, fmt.Errorf("stage: creating the instance of key %v: %w", key, err)
 	}
 	var r int32
 	if n := len(s.free); n > 0 {
 		r, s.free = s.free[n-1], s.free[:n-1]
 	} else {
-		s.slab = append(s.slab, keyedSlot[K]{})
+		s.slab = append(s.slab, keyedRec[K, S, E, A, O]{})
 		r = int32(len(s.slab) - 1)
 	}
-	s.slab[r] = keyedSlot[K]{key: key, live: true}
-	in := keyedInst[K, S, E, A, O]{m: m, slot: r}
-	s.index[key] = in
+	s.slab[r] = keyedRec[K, S, E, A, O]{m: m, key: key, live: true}
+	s.index[key] = r
 	s.counts.keys.Add(1)
-	return in, nil
+	return r, nil
 }
 
-// feed feeds e to machine m of key and executes its actions.
-func (s *keyedMachines[I, K, S, E, A, O]) feed(ctx context.Context, key K, m stagefsm.Machine[S, E, *Scope[K, O], A], e E) (err error) {
+// feed feeds e to instance r and executes its actions.
+func (s *keyedMachines[I, K, S, E, A, O]) feed(ctx context.Context, r int32, e E) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = newPanicError(p)
 		}
 	}()
-	s.scope.key = key
-	acts, err := m.Handle(ctx, e, &s.scope)
+	rec := &s.slab[r]
+	s.scope.key = rec.key
+	acts, err := rec.m.Handle(ctx, e, &s.scope)
 	if err != nil {
 		return err
 	}
@@ -216,96 +249,74 @@ func (s *keyedMachines[I, K, S, E, A, O]) feed(ctx context.Context, key K, m sta
 
 // fail is the failure path of one key: its failure event, if any; an
 // instance without one, or whose failure event fails too, is removed.
-func (s *keyedMachines[I, K, S, E, A, O]) fail(ctx context.Context, key K, in *keyedInst[K, S, E, A, O], cause error) {
+func (s *keyedMachines[I, K, S, E, A, O]) fail(ctx context.Context, r int32, cause error) {
 	if s.spec.Failure != nil {
 		if e, ok := s.spec.Failure(cause); ok {
-			n, emitted := s.w.mark()
-			if s.feed(ctx, key, in.m, e) == nil {
+			w := s.scope.out
+			n, emitted := w.mark()
+			if s.feed(ctx, r, e) == nil {
 				return
 			}
-			s.w.undo(n, emitted)
+			w.undo(n, emitted)
 		}
 	}
-	s.remove(key, in)
+	s.remove(r)
 }
 
-// settle removes instance in of key if it is terminal, else (re)arms its
-// timeout, and stores what changed.
-func (s *keyedMachines[I, K, S, E, A, O]) settle(key K, in *keyedInst[K, S, E, A, O]) {
-	dirty := false
-	if in.slot < 0 {
+// settle removes instance r if it is terminal, else (re)arms its timeout.
+func (s *keyedMachines[I, K, S, E, A, O]) settle(r int32) {
+	rec := &s.slab[r]
+	if !rec.live {
 		return
 	}
-	if s.spec.Terminal(in.m.State()) {
-		s.remove(key, in)
+	if s.spec.Terminal(rec.m.State()) {
+		s.remove(r)
 		return
 	}
-	if timed, ok := in.m.(stagefsm.Timed[E]); ok {
-		dl, _, ok := timed.Timeout()
-		switch at := dl.UnixNano(); {
-		case !ok:
-			if in.deadline != 0 {
-				in.deadline, dirty = 0, true // the entry, if any, is dropped when due
+	timed, ok := rec.m.(stagefsm.Timed[E])
+	if !ok {
+		return
+	}
+	dl, _, ok := timed.Timeout()
+	switch at := dl.UnixNano(); {
+	case !ok:
+		rec.deadline = 0 // the entry, if any, is dropped when it comes due
+	case at == rec.deadline:
+		// unchanged, or the deadline that just fired
+	default:
+		rec.deadline = at
+		if rec.gen == 0 || at < rec.at {
+			if rec.gen == 0 {
+				s.timers.armed++
 			}
-		case at == in.deadline:
-			// unchanged, or the deadline that just fired
-		default:
-			in.deadline, dirty = at, true
-			if sl := &s.slab[in.slot]; sl.gen == 0 || at < sl.at {
-				if sl.gen == 0 {
-					s.timers.armed++
-				}
-				s.push(sl, in.slot, at)
+			s.gen++
+			if s.gen == 0 { // 0 marks no entry
+				s.gen++
 			}
+			rec.at, rec.gen = at, s.gen
+			s.timers.push(timerEnt{at: at, slot: r, gen: s.gen})
 		}
 	}
-	if dirty {
-		s.index[key] = *in
-	}
 }
 
-// push gives slot r, whose slab entry is sl, a new valid heap entry.
-func (s *keyedMachines[I, K, S, E, A, O]) push(sl *keyedSlot[K], r int32, at int64) {
-	s.gen++
-	if s.gen == 0 { // 0 marks no entry
-		s.gen++
-	}
-	sl.at, sl.gen = at, s.gen
-	s.timers.push(timerEnt{at: at, slot: r, gen: s.gen})
-}
-
-// consume marks the valid heap entry of slot sl as gone.
-func (s *keyedMachines[I, K, S, E, A, O]) consume(sl *keyedSlot[K]) {
-	if sl.gen != 0 {
-		sl.gen = 0
+// consume marks the valid heap entry of rec as gone.
+func (s *keyedMachines[I, K, S, E, A, O]) consume(rec *keyedRec[K, S, E, A, O]) {
+	if rec.gen != 0 {
+		rec.gen = 0
 		s.timers.armed--
 	}
 }
 
-func (s *keyedMachines[I, K, S, E, A, O]) remove(key K, in *keyedInst[K, S, E, A, O]) {
-	if in.slot < 0 {
+func (s *keyedMachines[I, K, S, E, A, O]) remove(r int32) {
+	rec := &s.slab[r]
+	if !rec.live {
 		return
 	}
-	s.consume(&s.slab[in.slot])
-	delete(s.index, key)
-	s.slab[in.slot] = keyedSlot[K]{}
-	s.free = append(s.free, in.slot)
+	s.consume(rec)
+	delete(s.index, rec.key)
+	*rec = keyedRec[K, S, E, A, O]{}
+	s.free = append(s.free, r)
 	s.counts.keys.Add(-1)
-	*in = keyedInst[K, S, E, A, O]{slot: -1}
-}
-
-func (s *keyedMachines[I, K, S, E, A, O]) warm(keys []K) {
-	ms := s.warmed[:0]
-	for _, key := range keys {
-		if in, ok := s.index[key]; ok {
-			ms = append(ms, in.m)
-		}
-	}
-	for _, m := range ms {
-		m.State()
-	}
-	clear(ms)
-	s.warmed = ms
 }
 
 func (s *keyedMachines[I, K, S, E, A, O]) next() (int64, bool) {
@@ -316,37 +327,34 @@ func (s *keyedMachines[I, K, S, E, A, O]) next() (int64, bool) {
 // fireDue feeds the timeout event of every instance whose deadline has
 // passed, earliest first.
 func (s *keyedMachines[I, K, S, E, A, O]) fireDue(ctx context.Context, now int64, w *keyedOut[O]) error {
-	s.w = w
+	s.scope.out = w
 	for {
 		t, ok := s.timers.head()
 		if !ok || t.at > now {
 			return nil
 		}
 		s.timers.pop()
-		sl := &s.slab[t.slot]
-		key := sl.key
-		in := s.index[key]
+		rec := &s.slab[t.slot]
 		switch {
-		case in.deadline > t.at: // the deadline moved later: wait for it
-			sl.at = in.deadline
-			s.timers.push(timerEnt{at: sl.at, slot: t.slot, gen: sl.gen})
+		case rec.deadline > t.at: // the deadline moved later: wait for it
+			rec.at = rec.deadline
+			s.timers.push(timerEnt{at: rec.at, slot: t.slot, gen: rec.gen})
 			continue
-		case in.deadline != t.at: // disarmed
-			s.consume(sl)
+		case rec.deadline != t.at: // disarmed
+			s.consume(rec)
 			continue
 		}
-		s.consume(sl) // fired: in.deadline stays, not to be armed again
-		timed, _ := in.m.(stagefsm.Timed[E])
-		_, e, ok := timed.Timeout()
-		if ok {
+		s.consume(rec) // fired: rec.deadline stays, not to be armed again
+		timed, _ := rec.m.(stagefsm.Timed[E])
+		if _, e, ok := timed.Timeout(); ok {
 			s.counts.timeouts.Add(1)
 			n, emitted := w.mark()
-			if err := s.feed(ctx, key, in.m, e); err != nil {
+			if err := s.feed(ctx, t.slot, e); err != nil {
 				w.undo(n, emitted)
-				s.fail(ctx, key, &in, err)
+				s.fail(ctx, t.slot, err)
 			}
 		}
-		s.settle(key, &in)
+		s.settle(t.slot)
 		if err := w.full(ctx); err != nil {
 			return err
 		}
@@ -359,20 +367,19 @@ func (s *keyedMachines[I, K, S, E, A, O]) drain(ctx context.Context, w *keyedOut
 	if s.spec.Drain == nil {
 		return nil
 	}
-	s.w = w
+	s.scope.out = w
 	for r := range s.slab {
-		sl := s.slab[r]
-		if !sl.live {
+		rec := &s.slab[r]
+		if !rec.live {
 			continue
 		}
-		if e, ok := s.spec.Drain(sl.key); ok {
-			in := s.index[sl.key]
+		if e, ok := s.spec.Drain(rec.key); ok {
 			n, emitted := w.mark()
-			if err := s.feed(ctx, sl.key, in.m, e); err != nil {
+			if err := s.feed(ctx, int32(r), e); err != nil {
 				w.undo(n, emitted)
-				s.fail(ctx, sl.key, &in, err)
+				s.fail(ctx, int32(r), err)
 			}
-			s.settle(sl.key, &in)
+			s.settle(int32(r))
 			if err := w.full(ctx); err != nil {
 				return err
 			}

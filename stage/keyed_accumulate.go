@@ -79,7 +79,8 @@ type keyedAccs[I any, K comparable, S, O any] struct {
 	timers timerHeap
 	w      *keyedOut[O]
 	emitFn func(O)
-	sink   int32 // what warm read, so that its reads are not optimized away
+	pre    []int32 // by index in the batch last warmed: the key's slot, or -1
+	sink   int32   // what warm read, so that the reads stay
 }
 
 func newKeyedAccs[I any, K comparable, S, O any](u *unit, spec *KeyedAccumulator[I, K, S, O], counts *keyedCounts) *keyedAccs[I, K, S, O] {
@@ -92,8 +93,8 @@ func newKeyedAccs[I any, K comparable, S, O any](u *unit, spec *KeyedAccumulator
 	return s
 }
 
-func (s *keyedAccs[I, K, S, O]) item(ctx context.Context, key K, v I, w *keyedOut[O]) error {
-	r, ok := s.index[key]
+func (s *keyedAccs[I, K, S, O]) item(ctx context.Context, j int, key K, v I, w *keyedOut[O]) error {
+	r, ok := s.slot(j, key)
 	if !ok {
 		r = s.create(key)
 	}
@@ -199,12 +200,40 @@ func (s *keyedAccs[I, K, S, O]) flushKey(ctx context.Context, r int32, trigger s
 	s.remove(r)
 }
 
-func (s *keyedAccs[I, K, S, O]) warm(keys []K) {
+// warm looks the keys up, then reads each state's record, as the machine
+// shard's warm does.
+func (s *keyedAccs[I, K, S, O]) warm(keys []K, idx []int) {
+	if len(s.pre) < len(keys) {
+		s.pre = make([]int32, len(keys))
+	}
+	for _, j := range idx {
+		r, ok := s.index[keys[j]]
+		if !ok {
+			r = -1
+		}
+		s.pre[j] = r
+	}
 	var n int32
-	for _, key := range keys {
-		n += s.index[key]
+	for _, j := range idx {
+		if r := s.pre[j]; r >= 0 && s.slab[r].live {
+			n++
+		}
 	}
 	s.sink = n
+}
+
+// slot returns the slot of key, found by warm for item j if it still holds
+// the key.
+func (s *keyedAccs[I, K, S, O]) slot(j int, key K) (int32, bool) {
+	if j >= 0 && j < len(s.pre) {
+		if r := s.pre[j]; r >= 0 {
+			if rec := &s.slab[r]; rec.live && rec.key == key {
+				return r, true
+			}
+		}
+	}
+	r, ok := s.index[key]
+	return r, ok
 }
 
 func (s *keyedAccs[I, K, S, O]) next() (int64, bool) {

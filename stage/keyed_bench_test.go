@@ -124,7 +124,7 @@ func BenchmarkKeyedIdleMemory(b *testing.B) {
 		before := heapAlloc()
 		k := benchCore(b)
 		benchFeed(b, k, bs)
-		k.w.items, k.keys, k.okKeys = nil, nil, nil
+		k.w.items, k.keys, k.okIdx = nil, nil, nil
 		after := heapAlloc()
 		if k.shards[0].(*keyedMachines[benchIn, int, string, string, benchAct, int]).timers.armed != n || int(k.counts.keys.Load()) != n {
 			b.Fatalf("armed %d, keys %d, want %d", k.shards[0].(*keyedMachines[benchIn, int, string, string, benchAct, int]).timers.armed, k.counts.keys.Load(), n)
@@ -143,7 +143,7 @@ func BenchmarkKeyedIdleMemory(b *testing.B) {
 // open, emit one output), on the same pre-generated events over 100,000
 // keys in random order. Metric ratio: keyed ns/event over hand ns/event.
 func BenchmarkKeyedVsHand(b *testing.B) {
-	const keys, events = 100_000, 1_000_000
+	keys, events := benchKeys, 1_000_000
 	r := rand.New(rand.NewPCG(1, 2))
 	evs := make([]benchIn, events)
 	paid := make([]bool, keys) // every key starts open
@@ -261,3 +261,5 @@ func BenchmarkKeyedTimeoutLateness(b *testing.B) {
 	b.ReportMetric(p50/float64(b.N), "p50-late-ns")
 	b.ReportMetric(p99/float64(b.N), "p99-late-ns")
 }
+
+var benchKeys = 100_000

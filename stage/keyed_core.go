@@ -17,20 +17,22 @@ import (
 // keys hashed to it and their timeouts. One goroutine at a time uses a
 // shard: a worker during a dispatch, the stage's loop otherwise.
 type keyedShard[I any, K comparable, O any] interface {
-	// item hands the ok item v of key to its instance, outputs to w. On
-	// error the outputs of the call are discarded and the item fails; the
-	// key's own failure path has run.
-	item(ctx context.Context, key K, v I, w *keyedOut[O]) error
+	// item hands the ok item v of key to its instance, outputs to w; j is
+	// the item's index in the batch last warmed, or -1. On error the
+	// outputs of the call are discarded and the item fails; the key's own
+	// failure path has run.
+	item(ctx context.Context, j int, key K, v I, w *keyedOut[O]) error
 	// next returns the earliest armed deadline, in UnixNano.
 	next() (int64, bool)
 	// fireDue fires the timeouts due at now, earliest first.
 	fireDue(ctx context.Context, now int64, w *keyedOut[O]) error
 	// drain runs the end-of-input trigger of every live instance.
 	drain(ctx context.Context, w *keyedOut[O]) error
-	// warm brings the instances of keys into the cache before the items
-	// of a batch are handled, in a loop short enough for the processor to
-	// overlap their cache misses. A hint: it changes nothing.
-	warm(keys []K)
+	// warm looks up the instances of the items idx of a batch, whose keys
+	// are keys (by index in the batch), before they are handled, bringing
+	// them into the cache in loops short enough for the processor to
+	// overlap their cache misses. It changes no instance.
+	warm(keys []K, idx []int)
 }
 
 // keyedCounts are the live Stats of a keyed stage, shared by its shards.
@@ -106,8 +108,8 @@ type keyedCore[I any, K comparable, O any] struct {
 	outClosed bool
 
 	// Per batch:
-	keys   []K // the key of each ok item of the batch, by index
-	okKeys []K // the keys of the ok items, in order
+	keys  []K   // the key of each ok item of the batch, by index
+	okIdx []int // the indexes of the ok items
 
 	// With workers (len(shards) > 1), per dispatch:
 	seed  maphash.Seed
@@ -199,11 +201,11 @@ func (k *keyedCore[I, K, O]) serial(ctx context.Context, b []Item[I]) (stagefsm.
 // returns the error; the failed item, marked, stays at k.next.
 func (k *keyedCore[I, K, O]) handle(ctx context.Context, b []Item[I]) (delivered uint64, err error) {
 	sh := k.shards[0]
-	sh.warm(k.keysOf(b))
+	sh.warm(k.keys, k.keysOf(b))
 	for k.next < len(b) {
 		it := &b[k.next]
 		if it.Err == nil {
-			err := sh.item(ctx, k.keys[k.next], it.Payload, &k.w)
+			err := sh.item(ctx, k.next, k.keys[k.next], it.Payload, &k.w)
 			if err == nil {
 				delivered++
 				k.next++
@@ -230,13 +232,12 @@ func (k *keyedCore[I, K, O]) handle(ctx context.Context, b []Item[I]) (delivered
 }
 
 // keysOf computes the key of every ok item of b into k.keys, by index,
-// and returns them, in order, in k.okKeys. An item whose key function
+// and returns the indexes of the ok items. An item whose key function
 // panics fails.
-func (k *keyedCore[I, K, O]) keysOf(b []Item[I]) []K {
+func (k *keyedCore[I, K, O]) keysOf(b []Item[I]) []int {
 	clear(k.keys)
 	k.keys = slices.Grow(k.keys[:0], len(b))[:len(b)]
-	clear(k.okKeys)
-	k.okKeys = k.okKeys[:0]
+	k.okIdx = k.okIdx[:0]
 	for i := range b {
 		if b[i].Err != nil {
 			continue
@@ -247,9 +248,9 @@ func (k *keyedCore[I, K, O]) keysOf(b []Item[I]) []K {
 			continue
 		}
 		k.keys[i] = key
-		k.okKeys = append(k.okKeys, key)
+		k.okIdx = append(k.okIdx, i)
 	}
-	return k.okKeys
+	return k.okIdx
 }
 
 // keyOf calls the key function, turning a panic into an error.
@@ -356,6 +357,7 @@ func (k *keyedCore[I, K, O]) work(ctx context.Context, b []Item[I], i int, stop 
 			stop.Store(true)
 		}
 	}()
+	sh.warm(k.keys, job)
 	for k.done[i] < len(job) {
 		if stop.Load() || ctx.Err() != nil {
 			return
@@ -367,7 +369,7 @@ func (k *keyedCore[I, K, O]) work(ctx context.Context, b []Item[I], i int, stop 
 			k.done[i]++
 			continue
 		}
-		err := sh.item(ctx, k.keys[j], it.Payload, o)
+		err := sh.item(ctx, j, k.keys[j], it.Payload, o)
 		if err == nil {
 			k.ok[i]++
 			k.done[i]++
