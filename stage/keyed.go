@@ -81,8 +81,9 @@ func checkWorkers(n int) error {
 
 // keyedRec is one key's instance: a slot of the shard's slab.
 type keyedRec[K comparable, S, E, A, O any] struct {
-	m   stagefsm.Machine[S, E, *Scope[K, O], A]
-	key K
+	m     stagefsm.Machine[S, E, *Scope[K, O], A]
+	timed stagefsm.Timed[E] // m, if it has timeouts
+	key   K
 	// deadline is the UnixNano of the deadline armed (or of the one that
 	// fired: the same deadline is not armed again); 0 when none.
 	deadline int64
@@ -177,26 +178,31 @@ func (s *keyedMachines[I, K, S, E, A, O]) item(ctx context.Context, j int, key K
 		}
 	}
 	n, emitted := w.mark()
-	e, err := s.event(v)
-	if err == nil {
-		err = s.feed(ctx, r, e)
-	}
-	if err != nil {
+	if err := s.step(ctx, r, v); err != nil {
 		w.undo(n, emitted)
 		s.fail(ctx, r, err)
+		s.settle(r)
+		return err
 	}
 	s.settle(r)
-	return err
+	return nil
 }
 
-// event calls the event function, turning a panic into an error.
-func (s *keyedMachines[I, K, S, E, A, O]) event(v I) (e E, err error) {
+// step feeds item v's event to instance r and executes its actions, with
+// one recover for the event function, the machine and the actions.
+func (s *keyedMachines[I, K, S, E, A, O]) step(ctx context.Context, r int32, v I) (err error) {
+	inEvent := true
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("stage: event function: %w", newPanicError(p))
+			err = newPanicError(p)
+			if inEvent {
+				err = fmt.Errorf("stage: event function: %w", err)
+			}
 		}
 	}()
-	return s.spec.Event(v), nil
+	e := s.spec.Event(v)
+	inEvent = false
+	return s.run(ctx, r, e)
 }
 
 // create makes the instance of key in a free slot of the slab.
@@ -220,7 +226,8 @@ func (s *keyedMachines[I, K, S, E, A, O]) create(key K) (int32, error) {
 		s.slab = append(s.slab, keyedRec[K, S, E, A, O]{})
 		r = int32(len(s.slab) - 1)
 	}
-	s.slab[r] = keyedRec[K, S, E, A, O]{m: m, key: key, live: true}
+	timed, _ := m.(stagefsm.Timed[E])
+	s.slab[r] = keyedRec[K, S, E, A, O]{m: m, timed: timed, key: key, live: true}
 	s.index[key] = r
 	s.counts.keys.Add(1)
 	return r, nil
@@ -233,6 +240,11 @@ func (s *keyedMachines[I, K, S, E, A, O]) feed(ctx context.Context, r int32, e E
 			err = newPanicError(p)
 		}
 	}()
+	return s.run(ctx, r, e)
+}
+
+// run is feed without the recover.
+func (s *keyedMachines[I, K, S, E, A, O]) run(ctx context.Context, r int32, e E) error {
 	rec := &s.slab[r]
 	s.scope.key = rec.key
 	acts, err := rec.m.Handle(ctx, e, &s.scope)
@@ -273,11 +285,10 @@ func (s *keyedMachines[I, K, S, E, A, O]) settle(r int32) {
 		s.remove(r)
 		return
 	}
-	timed, ok := rec.m.(stagefsm.Timed[E])
-	if !ok {
+	if rec.timed == nil {
 		return
 	}
-	dl, _, ok := timed.Timeout()
+	dl, _, ok := rec.timed.Timeout()
 	switch at := dl.UnixNano(); {
 	case !ok:
 		rec.deadline = 0 // the entry, if any, is dropped when it comes due
@@ -345,8 +356,7 @@ func (s *keyedMachines[I, K, S, E, A, O]) fireDue(ctx context.Context, now int64
 			continue
 		}
 		s.consume(rec) // fired: rec.deadline stays, not to be armed again
-		timed, _ := rec.m.(stagefsm.Timed[E])
-		if _, e, ok := timed.Timeout(); ok {
+		if _, e, ok := rec.timed.Timeout(); ok {
 			s.counts.timeouts.Add(1)
 			n, emitted := w.mark()
 			if err := s.feed(ctx, t.slot, e); err != nil {

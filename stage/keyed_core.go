@@ -238,29 +238,29 @@ func (k *keyedCore[I, K, O]) keysOf(b []Item[I]) []int {
 	clear(k.keys)
 	k.keys = slices.Grow(k.keys[:0], len(b))[:len(b)]
 	k.okIdx = k.okIdx[:0]
-	for i := range b {
-		if b[i].Err != nil {
-			continue
-		}
-		key, err := k.keyOf(b[i].Payload)
-		if err != nil {
-			b[i].Err = &ItemError{Stage: k.u.name, Err: err}
-			continue
-		}
-		k.keys[i] = key
-		k.okIdx = append(k.okIdx, i)
+	for i := 0; i < len(b); {
+		i = k.keysFrom(b, i)
 	}
 	return k.okIdx
 }
 
-// keyOf calls the key function, turning a panic into an error.
-func (k *keyedCore[I, K, O]) keyOf(v I) (key K, err error) {
+// keysFrom computes the keys of b from item i on, up to the end or to an
+// item whose key function panics, which it fails. It returns where to go
+// on from. (One recover for a run of items, rather than one per item.)
+func (k *keyedCore[I, K, O]) keysFrom(b []Item[I], i int) (next int) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("stage: key function: %w", newPanicError(p))
+			b[i].Err = &ItemError{Stage: k.u.name, Err: fmt.Errorf("stage: key function: %w", newPanicError(p))}
+			next = i + 1
 		}
 	}()
-	return k.key(v), nil
+	for ; i < len(b); i++ {
+		if b[i].Err == nil {
+			k.keys[i] = k.key(b[i].Payload)
+			k.okIdx = append(k.okIdx, i)
+		}
+	}
+	return i
 }
 
 // dispatch handles batch b on the workers: each ok item goes to the shard
