@@ -110,7 +110,7 @@ type keyedMachines[I any, K comparable, S, E, A, O any] struct {
 	spec   *KeyedSpec[I, K, S, E, A, O]
 	counts *keyedCounts
 	index  map[K]int32
-	slab   []keyedRec[K, S, E, A, O]
+	slab   slab[keyedRec[K, S, E, A, O]]
 	free   []int32
 	timers timerHeap
 	gen    uint32 // the last generation given to a heap entry
@@ -122,7 +122,7 @@ type keyedMachines[I any, K comparable, S, E, A, O any] struct {
 func newKeyedMachines[I any, K comparable, S, E, A, O any](spec *KeyedSpec[I, K, S, E, A, O], counts *keyedCounts) *keyedMachines[I, K, S, E, A, O] {
 	s := &keyedMachines[I, K, S, E, A, O]{spec: spec, counts: counts, index: make(map[K]int32)}
 	s.timers.valid = func(e timerEnt) bool {
-		r := &s.slab[e.slot]
+		r := s.slab.at(e.slot)
 		return r.live && r.gen == e.gen
 	}
 	return s
@@ -145,7 +145,7 @@ func (s *keyedMachines[I, K, S, E, A, O]) warm(keys []K, idx []int) {
 	var sum uint32
 	for _, j := range idx {
 		if r := s.pre[j]; r >= 0 {
-			rec := &s.slab[r]
+			rec := s.slab.at(r)
 			rec.m.State()
 			sum += rec.gen
 		}
@@ -159,7 +159,7 @@ func (s *keyedMachines[I, K, S, E, A, O]) warm(keys []K, idx []int) {
 func (s *keyedMachines[I, K, S, E, A, O]) slot(j int, key K) (int32, bool) {
 	if j >= 0 && j < len(s.pre) {
 		if r := s.pre[j]; r >= 0 {
-			if rec := &s.slab[r]; rec.live && rec.key == key {
+			if rec := s.slab.at(r); rec.live && rec.key == key {
 				return r, true
 			}
 		}
@@ -207,12 +207,7 @@ func (s *keyedMachines[I, K, S, E, A, O]) step(ctx context.Context, r int32, v I
 
 // create makes the instance of key in a free slot of the slab.
 func (s *keyedMachines[I, K, S, E, A, O]) create(key K) (int32, error) {
-	var m stagefsm.Machine[S, E, *Scope[K, O], A]
-	err := safeCall(func() error {
-		var err error
-		m, err = s.spec.New(key)
-		return err
-	})
+	m, err := s.newMachine(key)
 	if err == nil && m == nil {
 		err = errors.New("stage: KeyedSpec.New returned a nil machine")
 	}
@@ -223,14 +218,23 @@ func (s *keyedMachines[I, K, S, E, A, O]) create(key K) (int32, error) {
 	if n := len(s.free); n > 0 {
 		r, s.free = s.free[n-1], s.free[:n-1]
 	} else {
-		s.slab = append(s.slab, keyedRec[K, S, E, A, O]{})
-		r = int32(len(s.slab) - 1)
+		r = s.slab.add()
 	}
 	timed, _ := m.(stagefsm.Timed[E])
-	s.slab[r] = keyedRec[K, S, E, A, O]{m: m, timed: timed, key: key, live: true}
+	*s.slab.at(r) = keyedRec[K, S, E, A, O]{m: m, timed: timed, key: key, live: true}
 	s.index[key] = r
 	s.counts.keys.Add(1)
 	return r, nil
+}
+
+// newMachine calls New, turning a panic into an error.
+func (s *keyedMachines[I, K, S, E, A, O]) newMachine(key K) (m stagefsm.Machine[S, E, *Scope[K, O], A], err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			m, err = nil, newPanicError(p)
+		}
+	}()
+	return s.spec.New(key)
 }
 
 // feed feeds e to instance r and executes its actions.
@@ -245,7 +249,7 @@ func (s *keyedMachines[I, K, S, E, A, O]) feed(ctx context.Context, r int32, e E
 
 // run is feed without the recover.
 func (s *keyedMachines[I, K, S, E, A, O]) run(ctx context.Context, r int32, e E) error {
-	rec := &s.slab[r]
+	rec := s.slab.at(r)
 	s.scope.key = rec.key
 	acts, err := rec.m.Handle(ctx, e, &s.scope)
 	if err != nil {
@@ -277,7 +281,7 @@ func (s *keyedMachines[I, K, S, E, A, O]) fail(ctx context.Context, r int32, cau
 
 // settle removes instance r if it is terminal, else (re)arms its timeout.
 func (s *keyedMachines[I, K, S, E, A, O]) settle(r int32) {
-	rec := &s.slab[r]
+	rec := s.slab.at(r)
 	if !rec.live {
 		return
 	}
@@ -319,7 +323,7 @@ func (s *keyedMachines[I, K, S, E, A, O]) consume(rec *keyedRec[K, S, E, A, O]) 
 }
 
 func (s *keyedMachines[I, K, S, E, A, O]) remove(r int32) {
-	rec := &s.slab[r]
+	rec := s.slab.at(r)
 	if !rec.live {
 		return
 	}
@@ -345,7 +349,7 @@ func (s *keyedMachines[I, K, S, E, A, O]) fireDue(ctx context.Context, now int64
 			return nil
 		}
 		s.timers.pop()
-		rec := &s.slab[t.slot]
+		rec := s.slab.at(t.slot)
 		switch {
 		case rec.deadline > t.at: // the deadline moved later: wait for it
 			rec.at = rec.deadline
@@ -378,18 +382,18 @@ func (s *keyedMachines[I, K, S, E, A, O]) drain(ctx context.Context, w *keyedOut
 		return nil
 	}
 	s.scope.out = w
-	for r := range s.slab {
-		rec := &s.slab[r]
+	for r := range s.slab.len() {
+		rec := s.slab.at(r)
 		if !rec.live {
 			continue
 		}
 		if e, ok := s.spec.Drain(rec.key); ok {
 			n, emitted := w.mark()
-			if err := s.feed(ctx, int32(r), e); err != nil {
+			if err := s.feed(ctx, r, e); err != nil {
 				w.undo(n, emitted)
-				s.fail(ctx, int32(r), err)
+				s.fail(ctx, r, err)
 			}
-			s.settle(int32(r))
+			s.settle(r)
 			if err := w.full(ctx); err != nil {
 				return err
 			}

@@ -633,3 +633,36 @@ func (h *timerHeap) down(i int) {
 	}
 	h.ents[i] = e
 }
+
+// slabPage is the number of records of a full page of a slab.
+const slabPage = 1024
+
+// slab is a shard's array of records, indexed by slot, grown by pages so
+// that growing never copies the records there (nor makes the GC scan them
+// again): the first page grows as a slice does up to slabPage records,
+// the next ones are made full size.
+type slab[T any] struct {
+	pages [][]T
+	n     int32
+}
+
+func (s *slab[T]) at(r int32) *T { return &s.pages[r/slabPage][r%slabPage] }
+
+func (s *slab[T]) len() int32 { return s.n }
+
+// add appends a zero record and returns its slot.
+func (s *slab[T]) add() int32 {
+	if len(s.pages) == 0 || len(s.pages[len(s.pages)-1]) == slabPage {
+		c := slabPage
+		if len(s.pages) == 0 {
+			c = 8
+		}
+		s.pages = append(s.pages, make([]T, 0, c))
+	}
+	last := &s.pages[len(s.pages)-1]
+	var zero T
+	*last = append(*last, zero)
+	r := s.n
+	s.n++
+	return r
+}
