@@ -74,7 +74,7 @@ type keyedAccs[I any, K comparable, S, O any] struct {
 	spec   *KeyedAccumulator[I, K, S, O]
 	counts *keyedCounts
 	index  map[K]int32
-	slab   []accRec[K, S]
+	slab   slab[accRec[K, S]]
 	free   []int32
 	timers timerHeap
 	w      *keyedOut[O]
@@ -87,7 +87,7 @@ func newKeyedAccs[I any, K comparable, S, O any](u *unit, spec *KeyedAccumulator
 	s := &keyedAccs[I, K, S, O]{u: u, spec: spec, counts: counts, index: make(map[K]int32)}
 	s.emitFn = func(v O) { s.w.emit(v) }
 	s.timers.valid = func(e timerEnt) bool {
-		r := &s.slab[e.slot]
+		r := s.slab.at(e.slot)
 		return r.armed && r.gen == e.gen
 	}
 	return s
@@ -98,7 +98,7 @@ func (s *keyedAccs[I, K, S, O]) item(ctx context.Context, j int, key K, v I, w *
 	if !ok {
 		r = s.create(key)
 	}
-	rec := &s.slab[r]
+	rec := s.slab.at(r)
 	before := rec.state
 	err := s.fold(&rec.state, v)
 	if err == nil && s.spec.EmitWhen != nil {
@@ -131,10 +131,9 @@ func (s *keyedAccs[I, K, S, O]) create(key K) int32 {
 	if n := len(s.free); n > 0 {
 		r, s.free = s.free[n-1], s.free[:n-1]
 	} else {
-		s.slab = append(s.slab, accRec[K, S]{})
-		r = int32(len(s.slab) - 1)
+		r = s.slab.add()
 	}
-	rec := &s.slab[r]
+	rec := s.slab.at(r)
 	rec.key, rec.live = key, true
 	s.index[key] = r
 	s.counts.keys.Add(1)
@@ -142,7 +141,7 @@ func (s *keyedAccs[I, K, S, O]) create(key K) int32 {
 }
 
 func (s *keyedAccs[I, K, S, O]) remove(r int32) {
-	rec := &s.slab[r]
+	rec := s.slab.at(r)
 	if rec.armed {
 		s.timers.armed--
 	}
@@ -191,7 +190,7 @@ func (s *keyedAccs[I, K, S, O]) emit(_ context.Context, key K, st S, w *keyedOut
 // flushKey emits the state of slot r for trigger and removes it; a state
 // whose emit fails is dead-lettered.
 func (s *keyedAccs[I, K, S, O]) flushKey(ctx context.Context, r int32, trigger string, w *keyedOut[O]) {
-	rec := &s.slab[r]
+	rec := s.slab.at(r)
 	if err := s.emit(ctx, rec.key, rec.state, w); err != nil {
 		s.u.stats.emitted.Add(1) // the dead letter is an item the stage made
 		deadLetter(s.u, Item[S]{Payload: rec.state, Origin: s.u.name},
@@ -215,7 +214,7 @@ func (s *keyedAccs[I, K, S, O]) warm(keys []K, idx []int) {
 	}
 	var n int32
 	for _, j := range idx {
-		if r := s.pre[j]; r >= 0 && s.slab[r].live {
+		if r := s.pre[j]; r >= 0 && s.slab.at(r).live {
 			n++
 		}
 	}
@@ -227,7 +226,7 @@ func (s *keyedAccs[I, K, S, O]) warm(keys []K, idx []int) {
 func (s *keyedAccs[I, K, S, O]) slot(j int, key K) (int32, bool) {
 	if j >= 0 && j < len(s.pre) {
 		if r := s.pre[j]; r >= 0 {
-			if rec := &s.slab[r]; rec.live && rec.key == key {
+			if rec := s.slab.at(r); rec.live && rec.key == key {
 				return r, true
 			}
 		}
@@ -259,11 +258,11 @@ func (s *keyedAccs[I, K, S, O]) fireDue(ctx context.Context, now int64, w *keyed
 
 // drain emits the state of every key, in slot order.
 func (s *keyedAccs[I, K, S, O]) drain(ctx context.Context, w *keyedOut[O]) error {
-	for r := range s.slab {
-		if !s.slab[r].live {
+	for r := range s.slab.len() {
+		if !s.slab.at(r).live {
 			continue
 		}
-		s.flushKey(ctx, int32(r), "drain", w)
+		s.flushKey(ctx, r, "drain", w)
 		if err := w.full(ctx); err != nil {
 			return err
 		}
