@@ -128,9 +128,9 @@ func newKeyedMachines[I any, K comparable, S, E, A, O any](spec *KeyedSpec[I, K,
 	return s
 }
 
-// warm looks the keys up, then reads each instance's record and machine:
-// each loop is short enough for the processor to overlap the cache misses
-// of many keys, which handling them one by one cannot.
+// warm looks the keys up, then reads each instance's record, then its
+// machine: each loop is short enough for the processor to overlap the
+// cache misses of many keys, which handling them one by one cannot.
 func (s *keyedMachines[I, K, S, E, A, O]) warm(keys []K, idx []int) {
 	if len(s.pre) < len(keys) {
 		s.pre = make([]int32, len(keys))
@@ -145,9 +145,12 @@ func (s *keyedMachines[I, K, S, E, A, O]) warm(keys []K, idx []int) {
 	var sum uint32
 	for _, j := range idx {
 		if r := s.pre[j]; r >= 0 {
-			rec := s.slab.at(r)
-			rec.m.State()
-			sum += rec.gen
+			sum += s.slab.at(r).gen
+		}
+	}
+	for _, j := range idx {
+		if r := s.pre[j]; r >= 0 {
+			s.slab.at(r).m.State()
 		}
 	}
 	s.sink = sum
