@@ -646,7 +646,7 @@ type slab[T any] struct {
 	n     int32
 }
 
-func (s *slab[T]) at(r int32) *T { return &s.pages[r/slabPage][r%slabPage] }
+func (s *slab[T]) at(r int32) *T { return &s.pages[uint32(r)/slabPage][uint32(r)%slabPage] }
 
 func (s *slab[T]) len() int32 { return s.n }
 
