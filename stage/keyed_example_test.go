@@ -3,6 +3,8 @@ package stage_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/stagefsm/stagefsm"
 	"github.com/stagefsm/stagefsm/mealy"
@@ -118,4 +120,41 @@ func ExampleKeyedAccumulate() {
 	// ann 5
 	// bob 50
 	// <nil> 0
+}
+
+// A keyed accumulator on two workers: each word's count is kept by the
+// worker its key hashes to, so the counts of one word never race. Outputs
+// of different keys arrive in any order: the sink sorts them.
+func ExampleKeyedAccumulate_workers() {
+	words := strings.Fields("to be or not to be that is the question to ask")
+	src := stagefsmtest.NewSource[string]().Emit(words...)
+	counts := stage.ThenKeyedAccumulate(stage.From("words", stage.Source[string](src)), "counts",
+		stage.KeyedAccumulator[string, string, int, string]{
+			Key: func(w string) string { return w },
+			Fold: func(n *int, _ string) error {
+				*n++
+				return nil
+			},
+			Emit: func(w string, n int, emit func(string)) error {
+				if n > 1 {
+					emit(fmt.Sprintf("%s %d", w, n))
+				}
+				return nil
+			},
+			Workers: 2,
+		})
+	var got []string
+	p := stage.To(counts, "collect", stage.SinkFunc[string](func(_ context.Context, s string) error {
+		got = append(got, s)
+		return nil
+	}))
+	if err := p.Start(context.Background()); err != nil {
+		fmt.Println(err)
+		return
+	}
+	err := p.Wait(context.Background())
+	slices.Sort(got)
+	fmt.Println(strings.Join(got, ", "), err)
+	// Output:
+	// be 2, to 3 <nil>
 }
