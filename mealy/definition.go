@@ -98,7 +98,11 @@ func (d *Definition[S, E, C, A]) New(initial S) (*Machine[S, E, C, A], error) {
 	if st := &d.states[i]; !st.wayOut && !st.terminal {
 		return nil, fmt.Errorf("%w: state %s", ErrNoWayOut, st.name)
 	}
-	m := &Machine[S, E, C, A]{def: d, state: initial, cur: i, buf: make([]A, 0, d.maxActions)}
+	m := &Machine[S, E, C, A]{def: d, state: initial, cur: int32(i)}
+	if d.maxActions > len(m.inline) {
+		more := make([]A, d.maxActions)
+		m.more = &more
+	}
 	m.enter(i)
 	return m, nil
 }

@@ -15,10 +15,14 @@ import (
 type Machine[S, E, C, A any] struct {
 	def      *Definition[S, E, C, A]
 	state    S
-	cur      int // index of state
 	deadline time.Time
+	cur      int32 // index of state
 	armed    bool
-	buf      []A // what Handle returns; reused
+	// What Handle returns, reused: inline for up to two actions (no
+	// allocation apart from the Machine's own, and the same cache lines),
+	// more for longer lists.
+	inline [2]A
+	more   *[]A
 }
 
 // State returns the current state, as committed by the last successful
@@ -56,7 +60,7 @@ func (m *Machine[S, E, C, A]) Handle(ctx context.Context, event E, c C) ([]A, er
 	d := m.def
 	var e *edge[S, E, C, A]
 	if j, ok := d.eventIndex(event); ok {
-		e = d.table[m.cur*d.nEvents+j]
+		e = d.table[int(m.cur)*d.nEvents+j]
 	}
 	if e == nil {
 		return nil, m.unhandled(ctx, event, c)
@@ -65,7 +69,7 @@ func (m *Machine[S, E, C, A]) Handle(ctx context.Context, event E, c C) ([]A, er
 	case targetStay:
 		return m.out(e.actions), nil
 	case targetTo:
-		m.state, m.cur = e.target, e.to
+		m.state, m.cur = e.target, int32(e.to)
 		m.enter(e.to)
 		return m.out(e.actions), nil
 	}
@@ -77,7 +81,7 @@ func (m *Machine[S, E, C, A]) Handle(ctx context.Context, event E, c C) ([]A, er
 	if ok {
 		for _, ch := range e.choices {
 			if ch.to == to {
-				m.state, m.cur = next, to
+				m.state, m.cur = next, int32(to)
 				m.enter(to)
 				return m.out(ch.actions), nil
 			}
@@ -106,19 +110,27 @@ func (m *Machine[S, E, C, A]) enter(i int) {
 	}
 }
 
-// out copies actions into the machine's buffer and returns it. It copies
-// element by element: for the few actions of a transition that is cheaper
-// than the runtime's bulk copy, which Handle would pay on every call.
+// out copies actions into the machine's buffer and returns it, capped to
+// its length. It copies element by element: for the few actions of a
+// transition that is cheaper than the runtime's bulk copy, which Handle
+// would pay on every call.
 func (m *Machine[S, E, C, A]) out(actions []A) []A {
-	if len(actions) > cap(m.buf) { // New sizes buf for the longest list
-		m.buf = make([]A, 0, len(actions))
+	n := len(actions)
+	var buf []A
+	if n <= len(m.inline) {
+		buf = m.inline[:n:n]
+	} else {
+		if m.more == nil || n > len(*m.more) { // New sizes it for the longest list
+			more := make([]A, n)
+			m.more = &more
+		}
+		buf = (*m.more)[:n:n]
 	}
-	m.buf = m.buf[:len(actions)]
 	//lint:ignore S1001 copy is the runtime's bulk copy, the cost avoided here
 	for i, a := range actions {
-		m.buf[i] = a
+		buf[i] = a
 	}
-	return m.buf
+	return buf
 }
 
 // unhandled applies the unhandled-event policy.

@@ -44,6 +44,19 @@
 // Delivered + DeadLettered + Dropped (an inner join's unmatched items are
 // dropped, and counted).
 //
+// # Keyed stages
+//
+// A keyed stage holds one instance per key, created on the key's first item:
+// [Keyed] runs a typed FSM per key (a [KeyedSpec]: any [stagefsm.Machine],
+// such as a mealy machine, removed at a terminal state), [KeyedAccumulate]
+// a plain state folded per key (a [KeyedAccumulator], emitted when a
+// predicate says so, every interval, and at drain), and [Aggregate] is the
+// one-key case. No key has a goroutine or a runtime timer: per-key
+// timeouts and intervals live in one deadline heap per worker, fired by
+// the stage's loop with one timer. A key's failure is that item's (or that
+// key's state's) dead letter; other keys go on. With Workers > 1 the keys
+// are sharded by hash across that many workers, a key's items in order.
+//
 // # Items
 //
 // Items travel in an [Item] envelope: payload, status (Err), origin stage

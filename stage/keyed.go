@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
-	"time"
 
 	"github.com/stagefsm/stagefsm"
 )
@@ -15,8 +13,8 @@ import (
 // Scope to every key in turn, set to that key, so a machine or an action
 // must not keep it beyond the call it receives it in.
 type Scope[K comparable, O any] struct {
-	key  K
-	emit func(O)
+	key K
+	out *keyedOut[O]
 }
 
 // Key returns the key of the instance being handled.
@@ -24,7 +22,7 @@ func (s *Scope[K, O]) Key() K { return s.key }
 
 // Emit sends v downstream as an output of the stage. Outputs of a call
 // that fails are discarded, as a transform's are.
-func (s *Scope[K, O]) Emit(v O) { s.emit(v) }
+func (s *Scope[K, O]) Emit(v O) { s.out.emit(v) }
 
 // KeyedSpec declares a keyed stateful stage (see [Keyed]): how an item is
 // routed to its key, and the machine each key runs.
@@ -56,27 +54,48 @@ type KeyedSpec[I any, K comparable, S, E, A, O any] struct {
 	// end of input, before the stage drains. A drain event that fails is
 	// handled like any failure, without an item to dead-letter.
 	Drain func(K) (E, bool)
+	// Workers, when more than 1, runs the stage on that many workers (see
+	// [Keyed]); 0 and 1 run it on the stage's own goroutine.
+	Workers int
 }
 
-// ErrKeyedSpec is the build error of a keyed stage whose [KeyedSpec] lacks
-// a required function; [Pipeline.Start] returns it, wrapped.
-var ErrKeyedSpec = errors.New("stage: KeyedSpec needs Key, Event, New, Act and Terminal")
+// ErrKeyedSpec is the build error, matched with errors.Is, of a keyed
+// stage whose [KeyedSpec] or [KeyedAccumulator] cannot run: a required
+// function is missing, or Workers is negative. [Pipeline.Start] and
+// [Graph.Build] return it, wrapped with the stage's name and the reason.
+var ErrKeyedSpec = errors.New("stage: invalid keyed stage")
 
 func (s *KeyedSpec[I, K, S, E, A, O]) check() error {
 	if s.Key == nil || s.Event == nil || s.New == nil || s.Act == nil || s.Terminal == nil {
-		return ErrKeyedSpec
+		return fmt.Errorf("%w: KeyedSpec needs Key, Event, New, Act and Terminal", ErrKeyedSpec)
+	}
+	return checkWorkers(s.Workers)
+}
+
+func checkWorkers(n int) error {
+	if n < 0 {
+		return fmt.Errorf("%w: Workers is %d, want 0 or more", ErrKeyedSpec, n)
 	}
 	return nil
 }
 
-// keyedRec is one key's instance: a slot of the core's slab.
+// keyedRec is one key's instance: a slot of the shard's slab.
 type keyedRec[K comparable, S, E, A, O any] struct {
-	m        stagefsm.Machine[S, E, *Scope[K, O], A]
-	timed    stagefsm.Timed[E] // m, if it has timeouts
-	key      K
-	deadline int64 // UnixNano of the armed timeout, if hi >= 0
-	hi       int32 // index in the deadline heap, -1 if not armed
-	live     bool
+	m     stagefsm.Machine[S, E, *Scope[K, O], A]
+	timed stagefsm.Timed[E] // m, if it has timeouts
+	key   K
+	// deadline is the UnixNano of the deadline armed (or of the one that
+	// fired: the same deadline is not armed again); 0 when none.
+	deadline int64
+	// at and gen are the slot's valid heap entry, if gen is not 0. The
+	// entry is lazy: an instance whose deadline moves later, or is
+	// disarmed, keeps it; when it comes due it is pushed again for the
+	// later deadline, or dropped. So the common re-arm (the same timeout,
+	// from a later now) and a disarm cost no heap operation and leave no
+	// stale entry behind.
+	at   int64
+	gen  uint32
+	live bool
 }
 
 // keyedStater is the optional interface of a core that reports keys and
@@ -85,208 +104,113 @@ type keyedStater interface {
 	keyedStats() (keys int, timeouts uint64)
 }
 
-// keyedCore routes each ok item to its key's machine, fires per-key
-// timeouts from one heap and one timer, and sends the outputs downstream.
-// It runs under the transform machine (no state of its own).
-type keyedCore[I any, K comparable, S, E, A, O any] struct {
-	u    *unit
-	spec KeyedSpec[I, K, S, E, A, O]
-	in   input[I]
-	out  *edge[O]
-
-	index map[K]int32
-	slab  []keyedRec[K, S, E, A, O]
-	free  []int32
-	heap  []int32 // slab indices ordered by deadline
-	timer *time.Timer
-	scope Scope[K, O]
-
-	held        []Item[I]
-	next        int
-	cur         []Item[O]
-	seq         uint64
-	unpublished uint64
-	outClosed   bool
-
-	keys     atomic.Int64
-	timeouts atomic.Uint64
+// keyedMachines is a shard of a [Keyed] stage: a slab of per-key machines,
+// their index by key and their deadline heap.
+type keyedMachines[I any, K comparable, S, E, A, O any] struct {
+	spec   *KeyedSpec[I, K, S, E, A, O]
+	counts *keyedCounts
+	index  map[K]int32
+	slab   slab[keyedRec[K, S, E, A, O]]
+	free   []int32
+	timers timerHeap
+	gen    uint32 // the last generation given to a heap entry
+	scope  Scope[K, O]
+	pre    []int32 // by index in the batch last warmed: the key's slot, or -1
+	sink   uint32  // what warm read, so that the reads stay
 }
 
-func newKeyedCore[I any, K comparable, S, E, A, O any](u *unit, spec KeyedSpec[I, K, S, E, A, O], in *edge[I], out *edge[O]) core {
-	k := &keyedCore[I, K, S, E, A, O]{u: u, spec: spec, in: input[I]{edge: in}, out: out, index: make(map[K]int32)}
-	k.scope.emit = k.emit
-	return k
+func newKeyedMachines[I any, K comparable, S, E, A, O any](spec *KeyedSpec[I, K, S, E, A, O], counts *keyedCounts) *keyedMachines[I, K, S, E, A, O] {
+	s := &keyedMachines[I, K, S, E, A, O]{spec: spec, counts: counts, index: make(map[K]int32)}
+	s.timers.valid = func(e timerEnt) bool {
+		r := s.slab.at(e.slot)
+		return r.live && r.gen == e.gen
+	}
+	return s
 }
 
-func (k *keyedCore[I, K, S, E, A, O]) keyedStats() (int, uint64) {
-	return int(k.keys.Load()), k.timeouts.Load()
-}
-
-func (k *keyedCore[I, K, S, E, A, O]) handler() any { return nil }
-
-func (k *keyedCore[I, K, S, E, A, O]) open(context.Context) error { return nil }
-
-func (k *keyedCore[I, K, S, E, A, O]) emit(v O) {
-	if k.cur == nil {
-		k.cur = k.out.get()
+// warm looks the keys up, then reads each instance's record, then its
+// machine: each loop is short enough for the processor to overlap the
+// cache misses of many keys, which handling them one by one cannot.
+func (s *keyedMachines[I, K, S, E, A, O]) warm(keys []K, idx []int) {
+	if len(s.pre) < len(keys) {
+		s.pre = make([]int32, len(keys))
 	}
-	k.seq++
-	k.unpublished++
-	k.cur = append(k.cur, Item[O]{Payload: v, Origin: k.u.name, Seq: k.seq})
-}
-
-func (k *keyedCore[I, K, S, E, A, O]) running(ctx context.Context) (stagefsm.Directive[event], error) {
-	return k.consume(ctx, evReceivedEOF)
-}
-
-func (k *keyedCore[I, K, S, E, A, O]) draining(ctx context.Context) (stagefsm.Directive[event], error) {
-	if k.in.exhausted() {
-		return stagefsm.Transition(event{kind: evDrainComplete}), nil
-	}
-	return k.consume(ctx, evDrainComplete)
-}
-
-// consume fires the due timeouts, then waits for one input batch or the
-// next deadline, whichever comes first, and handles it.
-func (k *keyedCore[I, K, S, E, A, O]) consume(ctx context.Context, eof eventKind) (stagefsm.Directive[event], error) {
-	if err := k.fireDue(ctx); err != nil {
-		return stagefsm.Directive[event]{}, err
-	}
-	b, ok, err := k.receive(ctx)
-	if err != nil {
-		return stagefsm.Directive[event]{}, err
-	}
-	if b == nil && ok { // the timer fired
-		return stagefsm.Continue[event](), k.fireDue(ctx)
-	}
-	if !ok {
-		return stagefsm.Transition(event{kind: eof}), nil
-	}
-	k.held, k.next = b, 0
-	var delivered uint64
-	defer func() { k.u.stats.delivered.Add(delivered) }()
-	for k.next < len(b) {
-		it := &b[k.next]
-		if it.Err == nil {
-			err := k.item(ctx, it.Payload)
-			if err == nil {
-				delivered++
-				k.next++
-				if len(k.cur) >= k.out.batch {
-					if err := k.flush(ctx); err != nil {
-						return stagefsm.Directive[event]{}, err
-					}
-				}
-				continue
-			}
-			if ctx.Err() != nil {
-				return stagefsm.Directive[event]{}, err
-			}
-			it.Err = &ItemError{Stage: k.u.name, Err: err}
-		}
-		if k.cur == nil {
-			k.cur = k.out.get()
-		}
-		k.cur = append(k.cur, passOn[I, O](*it))
-		k.next++
-	}
-	k.held = nil
-	k.in.put(b)
-	if err := k.flush(ctx); err != nil {
-		return stagefsm.Directive[event]{}, err
-	}
-	return stagefsm.Continue[event](), nil
-}
-
-// receive returns a parked batch, else waits for a batch, the timer (nil
-// batch, ok) or ctx. ok is false at end of input.
-func (k *keyedCore[I, K, S, E, A, O]) receive(ctx context.Context) ([]Item[I], bool, error) {
-	in := &k.in
-	if len(in.parked) > 0 || in.ended {
-		return in.receive(ctx, k.u)
-	}
-	var tc <-chan time.Time
-	if len(k.heap) > 0 {
-		d := time.Duration(k.slab[k.heap[0]].deadline - time.Now().UnixNano())
-		if k.timer == nil {
-			k.timer = time.NewTimer(d)
-		} else {
-			k.timer.Reset(d)
-		}
-		tc = k.timer.C
-	}
-	select {
-	case b, ok := <-in.ch:
+	for _, j := range idx {
+		r, ok := s.index[keys[j]]
 		if !ok {
-			in.ended = true
-			return nil, false, nil
+			r = -1
 		}
-		k.u.stats.in.Add(uint64(len(b)))
-		return b, true, nil
-	case <-tc:
-		return nil, true, nil
-	case <-ctx.Done():
-		return nil, false, ctx.Err()
+		s.pre[j] = r
 	}
+	var sum uint32
+	for _, j := range idx {
+		if r := s.pre[j]; r >= 0 {
+			sum += s.slab.at(r).gen
+		}
+	}
+	for _, j := range idx {
+		if r := s.pre[j]; r >= 0 {
+			s.slab.at(r).m.State()
+		}
+	}
+	s.sink = sum
 }
 
-// item routes one ok item to its key's instance. A non-nil error fails
-// the item; the outputs of the failed call are discarded.
-func (k *keyedCore[I, K, S, E, A, O]) item(ctx context.Context, v I) error {
-	key, err := k.key(v)
-	if err != nil {
-		return err
+// slot returns the slot of key, found by warm for item j if it still holds
+// the key (a slot removed and reused for the same key holds the key's new
+// instance: what a lookup would find).
+func (s *keyedMachines[I, K, S, E, A, O]) slot(j int, key K) (int32, bool) {
+	if j >= 0 && j < len(s.pre) {
+		if r := s.pre[j]; r >= 0 {
+			if rec := s.slab.at(r); rec.live && rec.key == key {
+				return r, true
+			}
+		}
 	}
-	r, ok := k.index[key]
+	r, ok := s.index[key]
+	return r, ok
+}
+
+func (s *keyedMachines[I, K, S, E, A, O]) item(ctx context.Context, j int, key K, v I, w *keyedOut[O]) error {
+	s.scope.out = w
+	r, ok := s.slot(j, key)
 	if !ok {
-		if r, err = k.create(key); err != nil {
+		var err error
+		if r, err = s.create(key); err != nil {
 			return err
 		}
 	}
-	mark, seq := len(k.cur), k.seq
-	e, err := k.event(v)
-	if err == nil {
-		err = k.feed(ctx, r, e)
+	n, emitted := w.mark()
+	if err := s.step(ctx, r, v); err != nil {
+		w.undo(n, emitted)
+		s.fail(ctx, r, err)
+		s.settle(r)
+		return err
 	}
-	if err != nil {
-		clear(k.cur[mark:])
-		k.cur = k.cur[:mark]
-		k.unpublished -= k.seq - seq
-		k.seq = seq
-		k.fail(ctx, r, err)
-	}
-	k.settle(r)
-	return err
+	s.settle(r)
+	return nil
 }
 
-// event calls the event function, turning a panic into an error.
-func (k *keyedCore[I, K, S, E, A, O]) event(v I) (e E, err error) {
+// step feeds item v's event to instance r and executes its actions, with
+// one recover for the event function, the machine and the actions.
+func (s *keyedMachines[I, K, S, E, A, O]) step(ctx context.Context, r int32, v I) (err error) {
+	inEvent := true
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("stage: event function: %w", newPanicError(p))
+			err = newPanicError(p)
+			if inEvent {
+				err = fmt.Errorf("stage: event function: %w", err)
+			}
 		}
 	}()
-	return k.spec.Event(v), nil
-}
-
-// key calls the key function, turning a panic into an error.
-func (k *keyedCore[I, K, S, E, A, O]) key(v I) (key K, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("stage: key function: %w", newPanicError(p))
-		}
-	}()
-	return k.spec.Key(v), nil
+	e := s.spec.Event(v)
+	inEvent = false
+	return s.run(ctx, r, e)
 }
 
 // create makes the instance of key in a free slot of the slab.
-func (k *keyedCore[I, K, S, E, A, O]) create(key K) (int32, error) {
-	var m stagefsm.Machine[S, E, *Scope[K, O], A]
-	err := safeCall(func() error {
-		var err error
-		m, err = k.spec.New(key)
-		return err
-	})
+func (s *keyedMachines[I, K, S, E, A, O]) create(key K) (int32, error) {
+	m, err := s.newMachine(key)
 	if err == nil && m == nil {
 		err = errors.New("stage: KeyedSpec.New returned a nil machine")
 	}
@@ -294,35 +218,48 @@ func (k *keyedCore[I, K, S, E, A, O]) create(key K) (int32, error) {
 		return 0, fmt.Errorf("stage: creating the instance of key %v: %w", key, err)
 	}
 	var r int32
-	if n := len(k.free); n > 0 {
-		r, k.free = k.free[n-1], k.free[:n-1]
+	if n := len(s.free); n > 0 {
+		r, s.free = s.free[n-1], s.free[:n-1]
 	} else {
-		k.slab = append(k.slab, keyedRec[K, S, E, A, O]{})
-		r = int32(len(k.slab) - 1)
+		r = s.slab.add()
 	}
-	rec := &k.slab[r]
-	rec.m, rec.key, rec.hi, rec.live = m, key, -1, true
-	rec.timed, _ = m.(stagefsm.Timed[E])
-	k.index[key] = r
-	k.keys.Add(1)
+	timed, _ := m.(stagefsm.Timed[E])
+	*s.slab.at(r) = keyedRec[K, S, E, A, O]{m: m, timed: timed, key: key, live: true}
+	s.index[key] = r
+	s.counts.keys.Add(1)
 	return r, nil
 }
 
+// newMachine calls New, turning a panic into an error.
+func (s *keyedMachines[I, K, S, E, A, O]) newMachine(key K) (m stagefsm.Machine[S, E, *Scope[K, O], A], err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			m, err = nil, newPanicError(p)
+		}
+	}()
+	return s.spec.New(key)
+}
+
 // feed feeds e to instance r and executes its actions.
-func (k *keyedCore[I, K, S, E, A, O]) feed(ctx context.Context, r int32, e E) (err error) {
+func (s *keyedMachines[I, K, S, E, A, O]) feed(ctx context.Context, r int32, e E) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = newPanicError(p)
 		}
 	}()
-	m := k.slab[r].m
-	k.scope.key = k.slab[r].key
-	acts, err := m.Handle(ctx, e, &k.scope)
+	return s.run(ctx, r, e)
+}
+
+// run is feed without the recover.
+func (s *keyedMachines[I, K, S, E, A, O]) run(ctx context.Context, r int32, e E) error {
+	rec := s.slab.at(r)
+	s.scope.key = rec.key
+	acts, err := rec.m.Handle(ctx, e, &s.scope)
 	if err != nil {
 		return err
 	}
 	for _, a := range acts {
-		if err := k.spec.Act(ctx, a, e, &k.scope); err != nil {
+		if err := s.spec.Act(ctx, a, e, &s.scope); err != nil {
 			return err
 		}
 	}
@@ -331,232 +268,172 @@ func (k *keyedCore[I, K, S, E, A, O]) feed(ctx context.Context, r int32, e E) (e
 
 // fail is the failure path of one key: its failure event, if any; an
 // instance without one, or whose failure event fails too, is removed.
-func (k *keyedCore[I, K, S, E, A, O]) fail(ctx context.Context, r int32, cause error) {
-	if k.spec.Failure != nil {
-		if e, ok := k.spec.Failure(cause); ok && k.feed(ctx, r, e) == nil {
-			return
+func (s *keyedMachines[I, K, S, E, A, O]) fail(ctx context.Context, r int32, cause error) {
+	if s.spec.Failure != nil {
+		if e, ok := s.spec.Failure(cause); ok {
+			w := s.scope.out
+			n, emitted := w.mark()
+			if s.feed(ctx, r, e) == nil {
+				return
+			}
+			w.undo(n, emitted)
 		}
 	}
-	k.remove(r)
+	s.remove(r)
 }
 
 // settle removes instance r if it is terminal, else (re)arms its timeout.
-func (k *keyedCore[I, K, S, E, A, O]) settle(r int32) {
-	rec := &k.slab[r]
+func (s *keyedMachines[I, K, S, E, A, O]) settle(r int32) {
+	rec := s.slab.at(r)
 	if !rec.live {
 		return
 	}
-	if k.spec.Terminal(rec.m.State()) {
-		k.remove(r)
+	if s.spec.Terminal(rec.m.State()) {
+		s.remove(r)
 		return
 	}
 	if rec.timed == nil {
 		return
 	}
 	dl, _, ok := rec.timed.Timeout()
-	switch {
+	switch at := dl.UnixNano(); {
 	case !ok:
-		k.unarm(r)
-	case rec.hi < 0:
-		rec.deadline = dl.UnixNano()
-		rec.hi = int32(len(k.heap))
-		k.heap = append(k.heap, r)
-		k.up(int(rec.hi))
-	case rec.deadline != dl.UnixNano():
-		rec.deadline = dl.UnixNano()
-		k.fix(int(rec.hi))
+		rec.deadline = 0 // the entry, if any, is dropped when it comes due
+	case at == rec.deadline:
+		// unchanged, or the deadline that just fired
+	default:
+		rec.deadline = at
+		if rec.gen == 0 || at < rec.at {
+			if rec.gen == 0 {
+				s.timers.armed++
+			}
+			s.gen++
+			if s.gen == 0 { // 0 marks no entry
+				s.gen++
+			}
+			rec.at, rec.gen = at, s.gen
+			s.timers.push(timerEnt{at: at, slot: r, gen: s.gen})
+		}
 	}
 }
 
-func (k *keyedCore[I, K, S, E, A, O]) remove(r int32) {
-	rec := &k.slab[r]
+// consume marks the valid heap entry of rec as gone.
+func (s *keyedMachines[I, K, S, E, A, O]) consume(rec *keyedRec[K, S, E, A, O]) {
+	if rec.gen != 0 {
+		rec.gen = 0
+		s.timers.armed--
+	}
+}
+
+func (s *keyedMachines[I, K, S, E, A, O]) remove(r int32) {
+	rec := s.slab.at(r)
 	if !rec.live {
 		return
 	}
-	k.unarm(r)
-	delete(k.index, rec.key)
-	*rec = keyedRec[K, S, E, A, O]{hi: -1}
-	k.free = append(k.free, r)
-	k.keys.Add(-1)
+	s.consume(rec)
+	delete(s.index, rec.key)
+	*rec = keyedRec[K, S, E, A, O]{}
+	s.free = append(s.free, r)
+	s.counts.keys.Add(-1)
+}
+
+func (s *keyedMachines[I, K, S, E, A, O]) next() (int64, bool) {
+	e, ok := s.timers.head()
+	return e.at, ok
 }
 
 // fireDue feeds the timeout event of every instance whose deadline has
-// passed, earliest first, and sends the outputs.
-func (k *keyedCore[I, K, S, E, A, O]) fireDue(ctx context.Context) error {
-	if len(k.heap) == 0 {
-		return nil
-	}
-	now := time.Now().UnixNano()
-	for len(k.heap) > 0 && k.slab[k.heap[0]].deadline <= now {
-		r := k.heap[0]
-		k.unarm(r)
-		rec := &k.slab[r]
-		_, e, ok := rec.timed.Timeout()
-		if !ok {
+// passed, earliest first.
+func (s *keyedMachines[I, K, S, E, A, O]) fireDue(ctx context.Context, now int64, w *keyedOut[O]) error {
+	s.scope.out = w
+	for {
+		t, ok := s.timers.head()
+		if !ok || t.at > now {
+			return nil
+		}
+		s.timers.pop()
+		rec := s.slab.at(t.slot)
+		switch {
+		case rec.deadline > t.at: // the deadline moved later: wait for it
+			rec.at = rec.deadline
+			s.timers.push(timerEnt{at: rec.at, slot: t.slot, gen: rec.gen})
+			continue
+		case rec.deadline != t.at: // disarmed
+			s.consume(rec)
 			continue
 		}
-		k.timeouts.Add(1)
-		if err := k.feed(ctx, r, e); err != nil {
-			k.fail(ctx, r, err)
+		s.consume(rec) // fired: rec.deadline stays, not to be armed again
+		if _, e, ok := rec.timed.Timeout(); ok {
+			s.counts.timeouts.Add(1)
+			n, emitted := w.mark()
+			if err := s.feed(ctx, t.slot, e); err != nil {
+				w.undo(n, emitted)
+				s.fail(ctx, t.slot, err)
+			}
 		}
-		k.settle(r)
-		if len(k.cur) >= k.out.batch {
-			if err := k.flush(ctx); err != nil {
+		s.settle(t.slot)
+		if err := w.full(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// drain feeds the drain event to every live instance, in slot order.
+// Timeouts still armed are not fired.
+func (s *keyedMachines[I, K, S, E, A, O]) drain(ctx context.Context, w *keyedOut[O]) error {
+	if s.spec.Drain == nil {
+		return nil
+	}
+	s.scope.out = w
+	for r := range s.slab.len() {
+		rec := s.slab.at(r)
+		if !rec.live {
+			continue
+		}
+		if e, ok := s.spec.Drain(rec.key); ok {
+			n, emitted := w.mark()
+			if err := s.feed(ctx, r, e); err != nil {
+				w.undo(n, emitted)
+				s.fail(ctx, r, err)
+			}
+			s.settle(r)
+			if err := w.full(ctx); err != nil {
 				return err
 			}
 		}
 	}
-	return k.flush(ctx)
-}
-
-// Heap of slab indices ordered by deadline; each record knows its index.
-
-func (k *keyedCore[I, K, S, E, A, O]) less(i, j int) bool {
-	return k.slab[k.heap[i]].deadline < k.slab[k.heap[j]].deadline
-}
-
-func (k *keyedCore[I, K, S, E, A, O]) swap(i, j int) {
-	k.heap[i], k.heap[j] = k.heap[j], k.heap[i]
-	k.slab[k.heap[i]].hi = int32(i)
-	k.slab[k.heap[j]].hi = int32(j)
-}
-
-func (k *keyedCore[I, K, S, E, A, O]) up(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if !k.less(i, p) {
-			return
-		}
-		k.swap(i, p)
-		i = p
-	}
-}
-
-func (k *keyedCore[I, K, S, E, A, O]) down(i int) {
-	n := len(k.heap)
-	for {
-		c := 2*i + 1
-		if c >= n {
-			return
-		}
-		if c+1 < n && k.less(c+1, c) {
-			c++
-		}
-		if !k.less(c, i) {
-			return
-		}
-		k.swap(i, c)
-		i = c
-	}
-}
-
-func (k *keyedCore[I, K, S, E, A, O]) fix(i int) {
-	k.up(i)
-	k.down(i)
-}
-
-// unarm takes instance r out of the heap, if it is in it.
-func (k *keyedCore[I, K, S, E, A, O]) unarm(r int32) {
-	i := int(k.slab[r].hi)
-	if i < 0 {
-		return
-	}
-	last := len(k.heap) - 1
-	if i != last {
-		k.swap(i, last)
-	}
-	k.heap = k.heap[:last]
-	k.slab[r].hi = -1
-	if i != last {
-		k.fix(i)
-	}
-}
-
-func (k *keyedCore[I, K, S, E, A, O]) flush(ctx context.Context) error {
-	if len(k.cur) == 0 {
-		return nil
-	}
-	k.publish()
-	if err := k.out.send(ctx, k.cur); err != nil {
-		return err
-	}
-	k.u.stats.out.Add(uint64(len(k.cur)))
-	k.cur = nil
 	return nil
 }
 
-func (k *keyedCore[I, K, S, E, A, O]) publish() {
-	if k.unpublished > 0 {
-		k.u.stats.emitted.Add(k.unpublished)
-		k.unpublished = 0
-	}
-}
-
-// finish feeds the drain event to every live instance, in key creation
-// slot order, and sends the outputs. Timeouts still armed are not fired.
-func (k *keyedCore[I, K, S, E, A, O]) finish(ctx context.Context) error {
-	if k.spec.Drain != nil {
-		for r := range k.slab {
-			rec := &k.slab[r]
-			if !rec.live {
-				continue
-			}
-			if e, ok := k.spec.Drain(rec.key); ok {
-				if err := k.feed(ctx, int32(r), e); err != nil {
-					k.fail(ctx, int32(r), err)
-				}
-				k.settle(int32(r))
-			}
-		}
-	}
-	return k.flush(ctx)
-}
-
-func (k *keyedCore[I, K, S, E, A, O]) closeOutput() {
-	if !k.outClosed {
-		k.outClosed = true
-		k.out.close() // one writer of a Merge, perhaps
-	}
-}
-
-func (k *keyedCore[I, K, S, E, A, O]) shed(ctx context.Context, stop <-chan struct{}, cause error, parkable bool) (bool, error) {
-	return k.in.shed(ctx, k.u, stop, cause, parkable)
-}
-
-func (k *keyedCore[I, K, S, E, A, O]) park() {
-	k.held, k.next = parkHeld(k.u, &k.in, k.held, k.next)
-}
-
-func (k *keyedCore[I, K, S, E, A, O]) sweepHeld(cause error) {
-	k.publish()
-	if k.held != nil {
-		for _, it := range k.held[k.next:] {
-			deadLetter(k.u, it, cause)
-		}
-		k.held = nil
-	}
-	for _, it := range k.cur {
-		deadLetter(k.u, it, cause)
-	}
-	k.cur = nil
-	k.in.sweepParked(k.u, cause)
-}
-
-func (k *keyedCore[I, K, S, E, A, O]) sweep(cause error) {
-	k.sweepHeld(cause)
-	k.in.sweep(k.u, cause)
-}
-
-// Keyed adds the keyed stateful stage name, which reads in: each ok item is routed by
-// spec.Key to its key's instance, created on the key's first item and
-// removed when it reaches a terminal state. Items of one key are handled in
-// arrival order. A key's failure (its event rejected, an action's error, a
-// panic, a key function that panics) fails that item only, which goes on
-// downstream as an error item to be dead-lettered; other keys go on. Per-key
-// timeouts share one heap and one timer, fired by the stage's loop. At end
-// of input every live instance gets spec.Drain's event, then the stage
-// drains. [Stats] reports Keys and Timeouts. An incomplete spec fails the
-// stage's start.
+// Keyed adds the keyed stateful stage name, which reads in: each ok item
+// is routed by spec.Key to its key's instance, created on the key's first
+// item and removed when it reaches a terminal state. Items of one key are
+// handled in arrival order. A key's failure (its event rejected, an
+// action's error, a panic, a key function that panics) fails that item
+// only, which goes on downstream as an error item to be dead-lettered;
+// other keys go on. An error matching [ErrFatal] fails the stage, as in a
+// transform. The outputs of a call that fails are discarded. Per-key
+// timeouts share one heap per worker and one timer per stage, fired by the
+// stage's loop. At end of input every live instance gets spec.Drain's
+// event, then the stage drains. [Stats] reports Keys and Timeouts. A spec
+// that cannot run fails the build with [ErrKeyedSpec].
+//
+// # Workers
+//
+// With spec.Workers = N > 1 the keys are sharded by a hash of the key
+// across N workers, each owning its keys' instances and its own part of
+// the deadline heap, so that a key's items keep their order; New, Event,
+// Act, Terminal and Failure must then be safe to call for different keys
+// at once. Each input batch is split between the workers, which exist for
+// that batch only: the stage's goroutine joins them before it takes the
+// next batch, so no worker outlives the stage, and the stage's state
+// machine stays one. Outputs leave shard after shard, a key's in order.
+// The Key function runs on the stage's goroutine. Timeouts and the drain
+// run there too, one worker's keys after the other. A Fatal error (or a
+// panic in Terminal or Failure) stops the other workers at their next
+// item; what the batch did not process is dead-lettered, or parked for
+// the next incarnation under [WithRestart], as with [ThenParallel].
+// Parallelism is bounded by the batch size (see [WithBatchSize]).
 func Keyed[I any, K comparable, S, E, A, O any](in *Stream[I], name string, spec KeyedSpec[I, K, S, E, A, O]) *Stream[O] {
 	g := graphOf(in)
 	if g == nil {
@@ -567,8 +444,18 @@ func Keyed[I any, K comparable, S, E, A, O any](in *Stream[I], name string, spec
 	if err := spec.check(); err != nil {
 		g.errs = append(g.errs, fmt.Errorf("stage: keyed stage %q: %w", name, err))
 	}
-	u.core = newKeyedCore(u, spec, read(g, in, name), out.edge)
+	u.core = newKeyedMachinesCore(u, &spec, read(g, in, name), out.edge)
 	return out
+}
+
+// newKeyedMachinesCore returns the core of a [Keyed] stage.
+func newKeyedMachinesCore[I any, K comparable, S, E, A, O any](u *unit, spec *KeyedSpec[I, K, S, E, A, O], in *edge[I], out *edge[O]) *keyedCore[I, K, O] {
+	counts := new(keyedCounts)
+	shards := make([]keyedShard[I, K, O], max(spec.Workers, 1))
+	for i := range shards {
+		shards[i] = newKeyedMachines(spec, counts)
+	}
+	return newKeyedCore(u, spec.Key, shards, counts, in, out)
 }
 
 // ThenKeyed appends the keyed stateful stage name to c: the [Chain] form

@@ -213,3 +213,53 @@ func TestAggregate(t *testing.T) {
 	assertBalanced(t, p, nil)
 	assert.Equal(t, []string{"sum=55"}, sink.items())
 }
+
+// TestKeyedTimeoutsMoveAndDisarm checks the heap's lazy entries against
+// the machines' deadlines: a deadline that moves later fires at the later
+// time, one disarmed never fires, and one armed again fires from then.
+func TestKeyedTimeoutsMoveAndDisarm(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		id := func(s string) string { return s }
+		b := mealy.New[string, string, *orderScope, act](id, id)
+		b.Initial("open")
+		b.State("open").Timeout(time.Minute, "timeout")
+		b.State("paid")
+		b.State("gone").Terminal()
+		b.On("open", "touch").To("open")  // re-entered: the deadline moves later
+		b.On("open", "pay").To("paid")    // disarmed
+		b.On("paid", "reopen").To("open") // armed again
+		b.State("urgent").Timeout(10*time.Second, "timeout")
+		b.On("open", "rush").To("urgent") // armed earlier than its entry
+		b.On("open", "timeout").To("gone").Do("expired")
+		b.On("urgent", "timeout").To("gone").Do("expired")
+		def, err := b.Build()
+		require.NoError(t, err)
+		start := time.Now()
+		var fired []string
+		spec := stage.KeyedSpec[order, string, string, string, act, string]{
+			Key:   func(o order) string { return o.ID },
+			Event: func(o order) string { return o.Ev },
+			New: func(string) (stagefsm.Machine[string, string, *orderScope, act], error) {
+				return def.New("open")
+			},
+			Act: func(_ context.Context, a act, _ string, s *orderScope) error {
+				fired = append(fired, fmt.Sprint(s.Key(), "@", time.Since(start)))
+				s.Emit(s.Key())
+				return nil
+			},
+			Terminal: def.Terminal,
+		}
+		// A batch goes out when the call after its Emit returns.
+		src := stagefsmtest.NewSource[order]().
+			Emit(order{"moved", "touch"}, order{"paid", "touch"}, order{"back", "touch"}, order{"rushed", "touch"}).Sleep(10*time.Second).
+			Emit(order{"moved", "touch"}, order{"paid", "pay"}, order{"back", "pay"}, order{"rushed", "rush"}).Sleep(20 * time.Second).
+			Emit(order{"back", "reopen"}).Sleep(5 * time.Second).Sleep(5 * time.Minute)
+		got, st, dl, _ := keyedRun(t, stage.Source[order](src), spec)
+		assert.Empty(t, dl)
+		assert.ElementsMatch(t, []string{"rushed", "moved", "back"}, got)
+		assert.Equal(t, []string{"rushed@40s", "moved@1m30s", "back@1m35s"}, fired,
+			"created at 10s; rushed and moved re-armed at 30s, back at 35s; paid never fires")
+		assert.Equal(t, uint64(3), st.Timeouts)
+		assert.Equal(t, 1, st.Keys)
+	})
+}
