@@ -166,15 +166,15 @@ func newFiles(in, out string) files {
 
 // demoGraph is the built pipeline and the handlers the summary reads.
 type demoGraph struct {
-	p                         *stage.Pipeline
-	orders                    *lineSource
-	rows                      *fileSink[Row]
-	alerts, high, standard    *fileSink[Outcome]
-	outcomes                  *outcomeCounts
-	policy                    *stagefsm.RestartPolicy // nil: none
-	edges                     []edgeGroup
-	highValueCents            int64
-	abandonAfter, slowSinkFor time.Duration
+	p                      *stage.Pipeline
+	orders                 *lineSource
+	rows                   *fileSink[Row]
+	alerts, high, standard *fileSink[Outcome]
+	outcomes               *outcomeCounts
+	policy                 *stagefsm.RestartPolicy // nil: none
+	edges                  []edgeGroup
+	highValueCents         int64
+	abandonAfter           time.Duration
 }
 
 // edgeGroup is a set of stages whose outputs all go to another set: what the

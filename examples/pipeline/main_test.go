@@ -251,7 +251,7 @@ func TestDemoCountsMatchTheData(t *testing.T) {
 // the lifecycle's timeout while the run goes on; every item is still
 // accounted for.
 func TestDemoTimeouts(t *testing.T) {
-	code, stdout, stderr, out := demoRun(t, "-n", "100000", "-abandon-after", "1ms")
+	code, stdout, stderr, out := demoRun(t, "-n", "30000", "-abandon-after", "1ms")
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, "✓")
 	assert.NotContains(t, stdout, "MISMATCH")
@@ -289,12 +289,12 @@ func TestDemoFaultsAreAccountedFor(t *testing.T) {
 }
 
 func TestDemoDrainAfter(t *testing.T) {
-	code, stdout, stderr, _ := demoRun(t, "-n", "200000", "-slow-sink", "50us", "-drain-after", "50ms")
+	code, stdout, stderr, _ := demoRun(t, "-n", "50000", "-slow-sink", "50us", "-drain-after", "50ms")
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stderr, "draining")
 	assert.Contains(t, stdout, "✓")
 	assert.NotContains(t, stdout, "MISMATCH")
-	assert.NotContains(t, stdout, "200,000 orders", "the drain stopped the source early")
+	assert.NotContains(t, stdout, "50,000 orders", "the drain stopped the source early")
 }
 
 func TestDemoFlags(t *testing.T) {

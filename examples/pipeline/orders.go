@@ -169,9 +169,28 @@ type pending struct {
 
 // eventWriter formats the rows of the orders CSV.
 type eventWriter struct {
-	w   *bufio.Writer
-	buf []byte
-	err error
+	w    *bufio.Writer
+	buf  []byte
+	err  error
+	day  int64  // of date
+	date []byte // "2006-01-02T" of day
+}
+
+// appendTime appends epoch+at seconds as 2006-01-02T15:04:05Z, formatting
+// the date only when the day changes.
+func (g *eventWriter) appendTime(at int64) {
+	if day := at / 86400; g.date == nil || day != g.day {
+		g.day = day
+		g.date = epoch.AddDate(0, 0, int(day)).AppendFormat(g.date[:0], "2006-01-02T")
+	}
+	g.buf = append(g.buf, g.date...)
+	sec := at % 86400
+	g.buf = appendPadded(g.buf, sec/3600, 2)
+	g.buf = append(g.buf, ':')
+	g.buf = appendPadded(g.buf, sec/60%60, 2)
+	g.buf = append(g.buf, ':')
+	g.buf = appendPadded(g.buf, sec%60, 2)
+	g.buf = append(g.buf, 'Z')
 }
 
 func (g *eventWriter) flush() {
@@ -187,7 +206,7 @@ func (g *eventWriter) head(kind EventKind, order, at int64, cust uint32) {
 	g.buf = append(g.buf, ',')
 	g.buf = strconv.AppendInt(g.buf, order, 10)
 	g.buf = append(g.buf, ',')
-	g.buf = epoch.Add(time.Duration(at)*time.Second).AppendFormat(g.buf, time.RFC3339)
+	g.appendTime(at)
 	g.buf = append(g.buf, ",C"...)
 	g.buf = appendPadded(g.buf, int64(cust), 6)
 }
@@ -222,6 +241,9 @@ func (g *eventWriter) pending(ps []pending) {
 }
 
 func appendPadded(b []byte, v int64, width int) []byte {
+	if width == 2 && v >= 0 && v < 100 {
+		return append(b, byte('0'+v/10), byte('0'+v%10))
+	}
 	var d [20]byte
 	s := strconv.AppendInt(d[:0], v, 10)
 	for i := len(s); i < width; i++ {
