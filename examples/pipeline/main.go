@@ -24,7 +24,7 @@
 //	go run ./examples/pipeline -fail-rate 0.01 -panic-every 50000
 //	go run ./examples/pipeline -fatal-at 600000
 //	go run ./examples/pipeline -slow-sink 200us -drain-after 1s
-//	go run ./examples/pipeline -flaky-sink 2000                  # restarted under a restart policy
+//	go run ./examples/pipeline -flaky-sink 20000                 # restarted under a restart policy
 //	go run ./examples/pipeline -flaky-sink 500 -max-restarts 3   # until the policy gives up
 package main
 

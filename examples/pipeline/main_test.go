@@ -289,7 +289,7 @@ func TestDemoFaultsAreAccountedFor(t *testing.T) {
 }
 
 func TestDemoDrainAfter(t *testing.T) {
-	code, stdout, stderr, _ := demoRun(t, "-n", "50000", "-slow-sink", "50us", "-drain-after", "50ms")
+	code, stdout, stderr, _ := demoRun(t, "-n", "50000", "-slow-sink", "50us", "-drain-after", "50ms", "-batch", "64")
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stderr, "draining")
 	assert.Contains(t, stdout, "✓")
