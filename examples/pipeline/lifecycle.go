@@ -20,7 +20,7 @@ import (
 //	paid -drain-> unshipped            (end of input, paid, never shipped)
 //
 // The three end states are terminal: the order's Outcome is emitted and its
-// instance removed. Any other event is rejected (mealy.ErrUnhandledOrderEvent):
+// instance removed. Any other event is rejected (mealy.ErrUnhandledEvent):
 // that event fails, and the order's instance is removed — a paid or shipped
 // event of an order whose placed row was rejected upstream ends so.
 
