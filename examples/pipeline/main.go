@@ -1,28 +1,35 @@
-// Command pipeline is the stagefsm demo: it generates a data set of online
-// shop orders as CSV and runs it through a four-stage pipeline of
-// supervised FSM stages,
+// Command pipeline is the stagefsm demo: it generates the order events of
+// an online shop and its customer table as CSV, and runs them through a
+// graph of supervised FSM stages:
 //
-//	read (CSV lines) → parse (Order) → enrich (validate, convert to EUR)
-//	  → hourly (revenue per country and hour) → write (JSON lines)
+//	orders → parse → enrich ─┐
+//	customers → parse-customers ─┴→ join → lifecycle → fan ─┬→ hourly → write
+//	                                                         └→ triage ─┬→ alerts
+//	                                                                    ├→ high-value
+//	                                                                    └→ standard
 //
-// with progress on stderr, and prints a summary: items in, out and
-// dead-lettered per stage, each stage's state timeline, throughput, the
-// accounting check and where the output, the dead letters and the journal
-// are. Flags inject faults; with any of them every item is still accounted
-// for. Run it with -h for the flags.
+// The join enriches each event with its customer (finite reference: the
+// customer table is read first); lifecycle is a keyed stage that runs one
+// Mealy machine per order (placed → paid → shipped, abandoned when it is not
+// paid within -abandon-after); fan broadcasts each order's outcome to the
+// hourly revenue aggregate and to triage, which routes it to the alerts
+// (abandoned, or paid and never shipped), the high-value orders, or the
+// rest. Progress goes to stderr; the summary lists every stage with its
+// counts, the keyed and join stats, each stage's state timeline and the
+// accounting check. Flags inject faults; with any of them every item is
+// still accounted for. Run it with -h for the flags.
 //
 //	go run ./examples/pipeline
+//	go run ./examples/pipeline -mermaid                          # the graph, as a Mermaid flowchart
 //	go run ./examples/pipeline -fail-rate 0.01 -panic-every 50000
 //	go run ./examples/pipeline -fatal-at 600000
 //	go run ./examples/pipeline -slow-sink 200us -drain-after 1s
-//	go run ./examples/pipeline -flaky-sink 2000                  # restarted under a restart policy
+//	go run ./examples/pipeline -flaky-sink 20000                 # restarted under a restart policy
 //	go run ./examples/pipeline -flaky-sink 500 -max-restarts 3   # until the policy gives up
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,7 +37,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync/atomic"
+	"runtime/pprof"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/stagefsm/stagefsm"
@@ -43,51 +52,63 @@ func main() {
 
 // config is what the flags say.
 type config struct {
-	n          int
-	in         string
-	out        string
-	failRate   float64
-	panicEvery int64
-	fatalAt    int64
-	slowSink   time.Duration
-	drainAfter time.Duration
-	flakySink  int64
-	maxRestart int
-	backoff    time.Duration
-	batch      int
-	capacity   int
-	seed       uint64
-	progress   time.Duration
+	n            int
+	in           string
+	out          string
+	failRate     float64
+	panicEvery   int64
+	fatalAt      int64
+	slowSink     time.Duration
+	drainAfter   time.Duration
+	flakySink    int64
+	maxRestart   int
+	backoff      time.Duration
+	abandonAfter time.Duration
+	highValue    float64
+	batch        int
+	capacity     int
+	seed         uint64
+	progress     time.Duration
+	mermaid      bool
+	mermaidFSM   bool
+	cpuProfile   string
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("pipeline", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.IntVar(&c.n, "n", 1_000_000, "generate `N` orders")
-	fs.StringVar(&c.in, "in", "", "read orders from this CSV `file` instead of generating them (header: "+csvHeader+")")
-	fs.StringVar(&c.out, "out", "", "write the output, dead letters and journal to `dir` (default: a new temporary directory)")
-	fs.Float64Var(&c.failRate, "fail-rate", 0.001, "fraction of generated rows that are broken: malformed (parse rejects them) or invalid (enrich rejects them); each is dead-lettered, the pipeline goes on")
-	fs.Int64Var(&c.panicEvery, "panic-every", 0, "the enrich handler panics on every order whose id is a multiple of `K` (0: never); each panic fails that order only")
-	fs.Int64Var(&c.fatalAt, "fatal-at", 0, "the enrich handler fails fatally at order id `ID` (0: never): enrich fails, the source drains, the stages after it drain what they have")
-	fs.DurationVar(&c.slowSink, "slow-sink", 0, "the sink waits `D` per row written (backpressure: watch the in-flight count stay bounded)")
-	fs.DurationVar(&c.drainAfter, "drain-after", 0, "ask the pipeline to drain after `D`: the source stops, everything in flight is still delivered")
-	fs.Int64Var(&c.flakySink, "flaky-sink", 0, "the sink loses its connection (a fatal error) on every `N`-th row it writes (0: never). The write stage then runs under a restart policy: each failure restarts it after a backoff: the row it failed on is dead-lettered, the rows reaching it meanwhile wait for it (beyond a channel's worth they are dead-lettered too, so nothing upstream waits)")
-	fs.IntVar(&c.maxRestart, "max-restarts", 10, "with -flaky-sink: the restart policy's intensity, at most `K` restarts per minute (0: no limit); one more failure and the policy gives up: the write stage fails, the pipeline drains")
-	fs.DurationVar(&c.backoff, "restart-backoff", 2*time.Millisecond, "with -flaky-sink: the wait before the first restart (`D`), doubled for each restart in a row up to 100×D, back to D after 10×D without a failure; rows reaching the sink meanwhile wait for it, up to -capacity × -batch, the rest is dead-lettered")
-	fs.IntVar(&c.batch, "batch", 0, "items per batch between stages (0: the library default, 128)")
+	fs.IntVar(&c.n, "n", 1_000_000, "generate `N` orders (each placed, most paid and shipped: about 3 events per order)")
+	fs.StringVar(&c.in, "in", "", "read orders.csv (header: "+ordersHeader+") and customers.csv (header: "+customersHeader+") from this `dir` instead of generating them")
+	fs.StringVar(&c.out, "out", "", "write the generated data, the outputs, dead letters and journal to `dir` (default: a new temporary directory)")
+	fs.Float64Var(&c.failRate, "fail-rate", 0.001, "fraction of generated placed rows that are broken: malformed (parse rejects them) or invalid (enrich rejects them); each is dead-lettered, and so are the paid and shipped events of that order (lifecycle rejects them), the pipeline goes on")
+	fs.Int64Var(&c.panicEvery, "panic-every", 0, "the enrich handler panics on the placed event of every order whose id is a multiple of `K` (0: never); each panic fails that event only")
+	fs.Int64Var(&c.fatalAt, "fatal-at", 0, "the enrich handler fails fatally at the placed event of order `ID` (0: never): enrich fails, the sources drain, the stages after it drain what they have")
+	fs.DurationVar(&c.slowSink, "slow-sink", 0, "every sink waits `D` per item it consumes (backpressure through the whole graph: watch the in-flight count stay bounded)")
+	fs.DurationVar(&c.drainAfter, "drain-after", 0, "ask the pipeline to drain after `D`: the sources stop, everything in flight is still delivered, and the orders still open get the lifecycle's drain event")
+	fs.Int64Var(&c.flakySink, "flaky-sink", 0, "the high-value sink loses its connection (a fatal error) on every `N`-th order it writes (0: never). The high-value stage then runs under a restart policy: each failure restarts it after a backoff: the order it failed on is dead-lettered, the orders reaching it meanwhile wait for it (beyond a channel's worth they are dead-lettered too, so nothing upstream waits)")
+	fs.IntVar(&c.maxRestart, "max-restarts", 10, "with -flaky-sink: the restart policy's intensity, at most `K` restarts per minute (0: no limit); one more failure and the policy gives up: the high-value stage fails, the pipeline drains")
+	fs.DurationVar(&c.backoff, "restart-backoff", 2*time.Millisecond, "with -flaky-sink: the wait before the first restart (`D`), doubled for each restart in a row up to 100×D, back to D after 10×D without a failure; orders reaching the sink meanwhile wait for it, up to -capacity × -batch, the rest is dead-lettered")
+	fs.DurationVar(&c.abandonAfter, "abandon-after", 250*time.Millisecond, "the lifecycle's timeout (real time): an order not paid within `D` of its placed event is abandoned; the orders still unpaid at end of input are abandoned by the drain event")
+	fs.Float64Var(&c.highValue, "high-value", 1500, "shipped orders of at least `EUR` go to the high-value sink")
+	fs.IntVar(&c.batch, "batch", 1024, "items per batch between stages (0: the library default, 128; this graph moves about 16 items per order from stage to stage, and larger batches cut what each hop costs)")
 	fs.IntVar(&c.capacity, "capacity", 0, "batches each channel between stages holds (0: the library default, 4)")
 	fs.Uint64Var(&c.seed, "seed", 1, "seed of the generated data")
 	fs.DurationVar(&c.progress, "progress", 100*time.Millisecond, "interval of the progress line on stderr (0: none)")
+	fs.BoolVar(&c.mermaid, "mermaid", false, "print the pipeline's graph as a Mermaid flowchart and exit")
+	fs.BoolVar(&c.mermaidFSM, "mermaid-lifecycle", false, "print the per-order lifecycle machine as a Mermaid state diagram and exit")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the pipeline's run (not the data generation) to `file`")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: pipeline [flags]
 
-Generates %s orders as CSV (or reads -in) and runs them through
-  read → parse → enrich → hourly → write
-each stage a supervised FSM (stagefsm/stage). Progress goes to stderr; the
-summary to stdout. Ctrl-C drains the pipeline gracefully; a second Ctrl-C
-aborts it. The exit status is 1 if a stage failed or the pipeline was
-aborted.
+Generates the events of %s orders and a customer table as CSV (or reads -in)
+and runs them through a graph of supervised FSM stages (stagefsm/stage):
+  orders → parse → enrich, customers → parse-customers, both → join (the
+  customer table first) → lifecycle (one Mealy machine per order) → fan →
+  hourly → write, and fan → triage → alerts | high-value | standard.
+Progress goes to stderr; the summary to stdout. Ctrl-C drains the pipeline
+gracefully; a second Ctrl-C aborts it. The exit status is 1 if a stage failed
+or the pipeline was aborted.
 
 Flags:
 `, "1,000,000")
@@ -100,8 +121,10 @@ Flags:
 	case fs.NArg() > 0:
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	case c.n < 0 || c.failRate < 0 || c.failRate > 1 || c.panicEvery < 0 || c.fatalAt < 0 || c.slowSink < 0 || c.drainAfter < 0 ||
-		c.flakySink < 0 || c.maxRestart < 0 || c.backoff < 0:
+		c.flakySink < 0 || c.maxRestart < 0 || c.backoff < 0 || c.highValue < 0:
 		return c, errors.New("negative values (and -fail-rate above 1) make no sense")
+	case c.abandonAfter <= 0:
+		return c, errors.New("-abandon-after must be positive")
 	}
 	return c, nil
 }
@@ -122,7 +145,123 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// files are where the demo reads and writes.
+type files struct {
+	orders, customers                    string
+	hourly, alerts, highValue, deadLines string
+	journal                              string
+}
+
+func newFiles(in, out string) files {
+	if in == "" {
+		in = out
+	}
+	return files{
+		orders: filepath.Join(in, "orders.csv"), customers: filepath.Join(in, "customers.csv"),
+		hourly: filepath.Join(out, "hourly_revenue.jsonl"), alerts: filepath.Join(out, "alerts.jsonl"),
+		highValue: filepath.Join(out, "high_value.jsonl"), deadLines: filepath.Join(out, "dead_letters.jsonl"),
+		journal: filepath.Join(out, "journal.jsonl"),
+	}
+}
+
+// demoGraph is the built pipeline and the handlers the summary reads.
+type demoGraph struct {
+	p                      *stage.Pipeline
+	orders                 *lineSource
+	rows                   *fileSink[Row]
+	alerts, high, standard *fileSink[Outcome]
+	outcomes               *outcomeCounts
+	policy                 *stagefsm.RestartPolicy // nil: none
+	edges                  []edgeGroup
+	highValueCents         int64
+	abandonAfter           time.Duration
+}
+
+// edgeGroup is a set of stages whose outputs all go to another set: what the
+// first sends, the second receives.
+type edgeGroup struct{ from, to []string }
+
+// buildGraph wires the demo's graph. It opens no file: the handlers do, when
+// the pipeline starts.
+func buildGraph(c config, fl files, opts ...stage.Option) (*demoGraph, error) {
+	def, err := lifecycleDef(c.abandonAfter)
+	if err != nil {
+		return nil, err
+	}
+	d := &demoGraph{
+		orders:         &lineSource{path: fl.orders, header: ordersHeader, countPrefix: "placed,"},
+		rows:           &fileSink[Row]{path: fl.hourly, slow: c.slowSink, encode: appendRow},
+		alerts:         &fileSink[Outcome]{path: fl.alerts, slow: c.slowSink, encode: appendOutcome},
+		high:           &fileSink[Outcome]{path: fl.highValue, slow: c.slowSink, flaky: c.flakySink, encode: appendOutcome},
+		standard:       &fileSink[Outcome]{slow: c.slowSink},
+		outcomes:       &outcomeCounts{},
+		highValueCents: int64(c.highValue * 100),
+		abandonAfter:   c.abandonAfter,
+	}
+	if c.flakySink > 0 {
+		d.policy = restartPolicy(c)
+		opts = append(opts, stage.WithRestart("high-value", *d.policy))
+	}
+	g := stage.NewGraph(opts...)
+	events := stage.Apply(stage.Read(g, "orders", stage.Source[string](d.orders)), "parse", stage.TransformFunc[string, Event](parseEvent))
+	valid := stage.Apply(events, "enrich", stage.Transform[Event, OrderEvent](enricher{panicEvery: c.panicEvery, fatalAt: c.fatalAt}))
+	customers := stage.Apply(stage.Read(g, "customers", stage.Source[string](&lineSource{path: fl.customers, header: customersHeader})),
+		"parse-customers", stage.TransformFunc[string, customerRef](parseCustomer))
+	joined := stage.Join(customers, valid, "join", stage.JoinSpec[uint32, customerRef, OrderEvent, OrderEvent]{
+		RefKey:    func(r customerRef) uint32 { return r.c.ID },
+		StreamKey: func(e OrderEvent) uint32 { return e.Customer },
+		Combine: func(e OrderEvent, r customerRef, _ bool) OrderEvent {
+			e.Cust, e.Country = r.c, r.country
+			return e
+		},
+		Strategy: stage.Inner, // the events of deleted customers: dropped, and counted
+		Mode:     stage.Finite,
+	})
+	outcomes := stage.Keyed(joined, "lifecycle", lifecycleSpec(def, d.outcomes))
+	fan := stage.Broadcast(outcomes, "fan", 2)
+	stage.Write(stage.Aggregate(fan[0], "hourly", foldHourly, emitHourly), "write", stage.Sink[Row](d.rows))
+	branches := stage.Route(fan[1], "triage", 3, func(o Outcome) int {
+		switch {
+		case o.Status != statusShipped:
+			return 0
+		case o.TotalEUR >= d.highValueCents:
+			return 1
+		}
+		return 2
+	})
+	stage.Write(branches[0], "alerts", stage.Sink[Outcome](d.alerts))
+	stage.Write(branches[1], "high-value", stage.Sink[Outcome](d.high))
+	stage.Write(branches[2], "standard", stage.Sink[Outcome](d.standard))
+	d.edges = []edgeGroup{
+		{[]string{"orders"}, []string{"parse"}}, {[]string{"parse"}, []string{"enrich"}},
+		{[]string{"customers"}, []string{"parse-customers"}},
+		{[]string{"enrich", "parse-customers"}, []string{"join"}}, {[]string{"join"}, []string{"lifecycle"}},
+		{[]string{"lifecycle"}, []string{"fan"}}, {[]string{"fan"}, []string{"hourly", "triage"}},
+		{[]string{"hourly"}, []string{"write"}}, {[]string{"triage"}, []string{"alerts", "high-value", "standard"}},
+	}
+	if d.p, err = g.Build(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
 func demo(c config, stdout, stderr io.Writer) error {
+	if c.mermaid || c.mermaidFSM {
+		if c.mermaidFSM {
+			def, err := lifecycleDef(c.abandonAfter)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(stdout, def.Mermaid())
+			return nil
+		}
+		d, err := buildGraph(c, newFiles(c.in, c.out))
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(stdout, d.p.Mermaid())
+		return nil
+	}
 	out := c.out
 	if out == "" {
 		dir, err := os.MkdirTemp("", "stagefsm-pipeline-")
@@ -133,35 +272,28 @@ func demo(c config, stdout, stderr io.Writer) error {
 	} else if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
-	input := c.in
-	if input == "" {
-		input = filepath.Join(out, "orders.csv")
-		fmt.Fprintf(stderr, "generating %s orders into %s ...\n", group(uint64(c.n)), input)
+	fl := newFiles(c.in, out)
+	if c.in == "" {
+		fmt.Fprintf(stderr, "generating %s orders and %s customers into %s ...\n", group(uint64(c.n)), group(uint64(customerCount(c.n))), out)
 		t0 := time.Now()
-		if err := generate(input, c.n, c.failRate, c.seed); err != nil {
+		if err := generate(fl.orders, fl.customers, c.n, c.failRate, c.seed); err != nil {
 			return err
 		}
 		fmt.Fprintf(stderr, "generated in %s\n", time.Since(t0).Round(time.Millisecond))
 	}
 
-	journal, err := stage.OpenFileJournal(filepath.Join(out, "journal.jsonl"))
+	journal, err := stage.OpenFileJournal(fl.journal)
 	if err != nil {
 		return err
 	}
 	defer journal.Close()
-	dead, err := newJSONLines(filepath.Join(out, "dead_letters.jsonl"))
+	dead, err := newJSONLines(fl.deadLines)
 	if err != nil {
 		return err
 	}
 	defer dead.Close()
 	var causes causeCounts
-
-	rows := &jsonSink{path: filepath.Join(out, "hourly_revenue.jsonl"), slow: c.slowSink, flaky: c.flakySink}
-	read := stage.From("read", stage.Source[string](&csvSource{path: input}))
-	parsed := stage.Then(read, "parse", stage.TransformFunc[string, Order](parseOrder))
-	enriched := stage.Then(parsed, "enrich", stage.Transform[Order, Order](enricher{panicEvery: c.panicEvery, fatalAt: c.fatalAt}))
-	hours := stage.Then(enriched, "hourly", stage.Transform[Order, Row](&hourly{}))
-	opts := []stage.Option{
+	d, err := buildGraph(c, fl,
 		stage.WithName("orders"),
 		stage.WithJournal(journal),
 		stage.WithBatchSize(c.batch),
@@ -169,15 +301,19 @@ func demo(c config, stdout, stderr io.Writer) error {
 		stage.WithDeadLetter(func(it stage.Item[any]) {
 			causes.add(it.Err)
 			dead.write(deadLetter{Stage: failedAt(it.Err), Origin: it.Origin, Seq: it.Seq, Error: it.Err.Error(), Payload: it.Payload})
-		}),
+		}))
+	if err != nil {
+		return err
 	}
-	var policy *stagefsm.RestartPolicy
-	if c.flakySink > 0 {
-		policy = restartPolicy(c)
-		opts = append(opts, stage.WithRestart("write", *policy))
-	}
-	p := stage.To(hours, "write", stage.Sink[Row](rows), opts...)
+	p := d.p
 
+	if c.cpuProfile != "" {
+		stopProfile, err := startProfile(c.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 	ctx := context.Background()
 	start := time.Now()
 	if err := p.Start(ctx); err != nil {
@@ -192,7 +328,7 @@ func demo(c config, stdout, stderr io.Writer) error {
 		})
 		defer t.Stop()
 	}
-	showProgress(p, start, c.progress, stderr)
+	peakKeys := showProgress(p, start, c.progress, stderr)
 	runErr := p.Wait(ctx)
 	elapsed := time.Since(start)
 	if err := dead.Close(); err != nil && runErr == nil {
@@ -203,14 +339,31 @@ func demo(c config, stdout, stderr io.Writer) error {
 	}
 
 	summarize(stdout, summary{
-		stats: p.Stats(), start: start, elapsed: elapsed, err: runErr, causes: &causes, policy: policy,
-		output: rows.path, deadLetters: dead.path, journal: journal.Path(), input: input,
+		d: d, stats: p.Stats(), start: start, elapsed: elapsed, err: runErr, causes: &causes, peakKeys: peakKeys,
+		files: fl,
 	})
 	return runErr
 }
 
-// restartPolicy is the write stage's restart policy under -flaky-sink: at
-// most -max-restarts restarts a minute, a backoff from -restart-backoff
+// startProfile starts a CPU profile into path; the returned function stops
+// it and closes the file.
+func startProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// restartPolicy is the high-value stage's restart policy under -flaky-sink:
+// at most -max-restarts restarts a minute, a backoff from -restart-backoff
 // doubling up to 100 times that, reset after 10 times that without a
 // failure, with 20% jitter seeded by -seed (so a run is reproducible).
 func restartPolicy(c config) *stagefsm.RestartPolicy {
@@ -257,120 +410,61 @@ func handleSignals(p *stage.Pipeline, stderr io.Writer) func() {
 	}
 }
 
-// jsonSink writes rows as JSON lines. With flaky set it loses its
-// connection on every flaky-th row; its stage is then restarted, and Open
-// reopens the file for appending.
-type jsonSink struct {
-	path   string
-	slow   time.Duration
-	flaky  int64
-	f      *os.File
-	w      *bufio.Writer
-	enc    *json.Encoder
-	opens  int
-	writes int64
-	rows   atomic.Int64
+// Row is one line of hourly_revenue.jsonl: a country's revenue in one hour
+// (the hour the orders were placed), over the orders that were paid.
+type Row struct {
+	Hour       time.Time `json:"hour"`
+	Country    string    `json:"country"`
+	Region     string    `json:"region"`
+	Orders     int       `json:"orders"`
+	Units      int       `json:"units"`
+	RevenueEUR float64   `json:"revenue_eur"`
+	AvgEUR     float64   `json:"avg_order_eur"`
 }
 
-// errConnReset is the failure -flaky-sink injects.
-var errConnReset = errors.New("connection reset (injected by -flaky-sink)")
-
-func (s *jsonSink) Open(context.Context) error {
-	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-	if s.opens > 0 {
-		flags = os.O_WRONLY | os.O_APPEND // a restart: keep what was written
-	}
-	s.opens++
-	f, err := os.OpenFile(s.path, flags, 0o644)
-	if err != nil {
-		return err
-	}
-	s.f, s.w = f, bufio.NewWriterSize(f, 1<<16)
-	s.enc = json.NewEncoder(s.w)
-	return nil
+// hourly is the state of the hourly aggregate: the paid orders' totals per
+// hour and country, indexed by hour × country. Outcomes arrive in the order
+// the orders ended, not in the order they were placed, so every window stays
+// open to end of input.
+type hourly struct {
+	rows []aggRow
 }
 
-func (s *jsonSink) Consume(ctx context.Context, r Row) error {
-	if s.slow > 0 {
-		t := time.NewTimer(s.slow)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
+type aggRow struct {
+	orders, units  int
+	revenueEURCent int64
+}
+
+func foldHourly(h *hourly, o Outcome) {
+	if o.Status == statusAbandoned {
+		return // no revenue
+	}
+	i := int(o.At/3600)*len(countries) + int(o.Country)
+	if i >= len(h.rows) {
+		h.rows = slices.Grow(h.rows, i+1-len(h.rows))[:i+1]
+	}
+	r := &h.rows[i]
+	r.orders++
+	r.units += int(o.Quantity)
+	r.revenueEURCent += o.TotalEUR
+}
+
+// emitHourly emits the rows by hour, then country code.
+func emitHourly(h hourly, emit func(Row)) {
+	byCode := make([]int, len(countries))
+	for i := range byCode {
+		byCode[i] = i
+	}
+	slices.SortFunc(byCode, func(a, b int) int { return strings.Compare(countries[a].code, countries[b].code) })
+	for base := 0; base < len(h.rows); base += len(countries) {
+		for _, c := range byCode {
+			if base+c >= len(h.rows) || h.rows[base+c].orders == 0 {
+				continue
+			}
+			r := h.rows[base+c]
+			rev := float64(r.revenueEURCent) / 100
+			emit(Row{Hour: epoch.Add(time.Duration(base/len(countries)) * time.Hour), Country: countries[c].code, Region: countries[c].region,
+				Orders: r.orders, Units: r.units, RevenueEUR: rev, AvgEUR: float64(int64(rev/float64(r.orders)*100)) / 100})
 		}
 	}
-	if s.writes++; s.flaky > 0 && s.writes%s.flaky == 0 {
-		return fatal(fmt.Errorf("row %d: %w", s.writes, errConnReset))
-	}
-	if err := s.enc.Encode(r); err != nil {
-		return fatal(err) // the file is broken: no point going on
-	}
-	s.rows.Add(1)
-	return nil
-}
-
-func (s *jsonSink) Flush(context.Context) error { return s.w.Flush() }
-
-func (s *jsonSink) Close() error {
-	ferr := s.w.Flush()
-	if err := s.f.Close(); err != nil {
-		return err
-	}
-	return ferr
-}
-
-// fatal marks err as fatal for its stage.
-func fatal(err error) error { return stage.Fatal(err) }
-
-// deadLetter is one line of dead_letters.jsonl.
-type deadLetter struct {
-	Stage   string `json:"failed_at"`
-	Origin  string `json:"origin"`
-	Seq     uint64 `json:"seq"`
-	Error   string `json:"error"`
-	Payload any    `json:"payload"`
-}
-
-func failedAt(err error) string {
-	var ie *stage.ItemError
-	if errors.As(err, &ie) {
-		return ie.Stage
-	}
-	return ""
-}
-
-// jsonLines appends JSON values to a file, one per line. The dead-letter
-// writer is called serially, so it needs no lock.
-type jsonLines struct {
-	path string
-	f    *os.File
-	w    *bufio.Writer
-	enc  *json.Encoder
-	err  error
-}
-
-func newJSONLines(path string) (*jsonLines, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	w := bufio.NewWriter(f)
-	return &jsonLines{path: path, f: f, w: w, enc: json.NewEncoder(w)}, nil
-}
-
-func (j *jsonLines) write(v any) {
-	if err := j.enc.Encode(v); err != nil && j.err == nil {
-		j.err = err
-	}
-}
-
-func (j *jsonLines) Close() error {
-	if j.f == nil {
-		return j.err
-	}
-	ferr := j.w.Flush()
-	cerr := j.f.Close()
-	j.f = nil
-	return errors.Join(j.err, ferr, cerr)
 }
