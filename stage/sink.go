@@ -35,13 +35,24 @@ func (s *sinkCore[T]) open(ctx context.Context) error {
 	return nil
 }
 
-func (s *sinkCore[T]) call(ctx context.Context, v T) (err error) {
+// consumeOK runs the handler on the ok items of b from s.next on, until a
+// call fails (its error returned, s.next at its item), an error item comes
+// or b ends. One recover covers the whole run of calls: a panic is the
+// failure of the call it happened in.
+func (s *sinkCore[T]) consumeOK(ctx context.Context, b []Item[T]) (delivered uint64, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = newPanicError(r)
 		}
 	}()
-	return s.h.Consume(ctx, v)
+	for s.next < len(b) && b[s.next].Err == nil {
+		if err := s.h.Consume(ctx, b[s.next].Payload); err != nil {
+			return delivered, err
+		}
+		delivered++
+		s.next++
+	}
+	return delivered, nil
 }
 
 func (s *sinkCore[T]) running(ctx context.Context) (stagefsm.Directive[event], error) {
@@ -72,14 +83,13 @@ func (s *sinkCore[T]) consume(ctx context.Context, eof eventKind) (stagefsm.Dire
 	var delivered uint64
 	defer func() { s.u.stats.delivered.Add(delivered) }()
 	for s.next < len(b) {
+		n, err := s.consumeOK(ctx, b)
+		delivered += n
+		if s.next == len(b) {
+			break
+		}
 		it := &b[s.next]
-		if it.Err == nil {
-			err := s.call(ctx, it.Payload)
-			if err == nil {
-				delivered++
-				s.next++
-				continue
-			}
+		if err != nil {
 			if ctx.Err() != nil { // aborted: the item stays held, for the sweep
 				return stagefsm.Directive[event]{}, err
 			}

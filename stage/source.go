@@ -44,13 +44,25 @@ func (s *sourceCore[T]) open(ctx context.Context) error {
 	return nil
 }
 
-func (s *sourceCore[T]) next(ctx context.Context) (err error) {
+// fill calls Next until the batch is full, a call emits nothing (empty)
+// or a call fails (its error returned). One recover covers the whole run
+// of calls: a panic is the failure of the call it happened in.
+func (s *sourceCore[T]) fill(ctx context.Context) (empty bool, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = newPanicError(v)
 		}
 	}()
-	return s.h.Next(ctx, s.emitFn)
+	for len(s.cur) < s.out.batch {
+		n := len(s.cur)
+		if err := s.h.Next(ctx, s.emitFn); err != nil {
+			return false, err
+		}
+		if len(s.cur) == n {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // running fills one batch and sends it. A call that emits nothing ends the
@@ -61,11 +73,10 @@ func (s *sourceCore[T]) running(ctx context.Context) (stagefsm.Directive[event],
 		s.cur = s.out.get()
 	}
 	for len(s.cur) < s.out.batch && !s.eof {
-		n := len(s.cur)
-		err := s.next(ctx)
+		empty, err := s.fill(ctx)
 		switch {
 		case err == nil:
-			if len(s.cur) == n {
+			if empty {
 				goto send
 			}
 		case errors.Is(err, io.EOF):

@@ -22,6 +22,8 @@ type transformCore[I, O any] struct {
 	cur         []Item[O] // outputs not yet sent
 	seq         uint64
 	unpublished uint64 // emitted but not yet added to the counters
+	mark        int    // where the outputs of the call in progress start in cur
+	markSeq     uint64 // seq before that call
 	outClosed   bool
 	emitFn      func(O)
 }
@@ -51,13 +53,29 @@ func (t *transformCore[I, O]) open(ctx context.Context) error {
 	return nil
 }
 
-func (t *transformCore[I, O]) call(ctx context.Context, v I) (err error) {
+// process runs the handler on the ok items of b from t.next on, until a
+// call fails (its error returned, t.next at its item, t.mark and t.markSeq
+// where its outputs start), an error item comes, b ends or the outputs
+// fill a batch. One recover covers the whole run of calls: a panic is the
+// failure of the call it happened in.
+func (t *transformCore[I, O]) process(ctx context.Context, b []Item[I]) (delivered uint64, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = newPanicError(r)
 		}
 	}()
-	return t.h.Process(ctx, v, t.emitFn)
+	for t.next < len(b) && b[t.next].Err == nil {
+		t.mark, t.markSeq = len(t.cur), t.seq
+		if err := t.h.Process(ctx, b[t.next].Payload, t.emitFn); err != nil {
+			return delivered, err
+		}
+		delivered++
+		t.next++
+		if len(t.cur) >= t.out.batch {
+			break
+		}
+	}
+	return delivered, nil
 }
 
 func (t *transformCore[I, O]) running(ctx context.Context) (stagefsm.Directive[event], error) {
@@ -88,29 +106,18 @@ func (t *transformCore[I, O]) consume(ctx context.Context, eof eventKind) (stage
 	var delivered uint64
 	defer func() { t.u.stats.delivered.Add(delivered) }()
 	for t.next < len(b) {
-		it := &b[t.next]
-		if it.Err == nil {
-			mark, seq := len(t.cur), t.seq
-			err := t.call(ctx, it.Payload)
-			if err == nil {
-				delivered++
-				t.next++
-				if len(t.cur) >= t.out.batch {
-					if err := t.flush(ctx); err != nil {
-						return stagefsm.Directive[event]{}, err
-					}
-				}
-				continue
-			}
-			// The outputs of a failed call are discarded: they never existed.
-			clear(t.cur[mark:])
-			t.cur = t.cur[:mark]
-			t.unpublished -= t.seq - seq
-			t.seq = seq
+		n, err := t.process(ctx, b)
+		delivered += n
+		if err != nil {
+			// The outputs of the failed call are discarded: they never existed.
+			clear(t.cur[t.mark:])
+			t.cur = t.cur[:t.mark]
+			t.unpublished -= t.seq - t.markSeq
+			t.seq = t.markSeq
 			if ctx.Err() != nil { // aborted: the item stays held, for the sweep
 				return stagefsm.Directive[event]{}, err
 			}
-			it.Err = &ItemError{Stage: t.u.name, Err: err}
+			b[t.next].Err = &ItemError{Stage: t.u.name, Err: err}
 			if errors.Is(err, ErrFatal) {
 				// What the stage produced before the failure goes on; the
 				// inputs it did not process are dead-lettered when it fails.
@@ -119,11 +126,19 @@ func (t *transformCore[I, O]) consume(ctx context.Context, eof eventKind) (stage
 				}
 				return stagefsm.Directive[event]{}, err
 			}
+		} else if len(t.cur) >= t.out.batch {
+			if err := t.flush(ctx); err != nil {
+				return stagefsm.Directive[event]{}, err
+			}
+			continue
+		}
+		if t.next == len(b) {
+			break
 		}
 		if t.cur == nil {
 			t.cur = t.out.get()
 		}
-		t.cur = append(t.cur, passOn[I, O](*it)) // an error item passes through
+		t.cur = append(t.cur, passOn[I, O](b[t.next])) // an error item passes through
 		t.next++
 	}
 	t.held = nil
