@@ -81,3 +81,7 @@ func (e *DecodeError) Error() string {
 
 // Unwrap returns Err.
 func (e *DecodeError) Unwrap() error { return e.Err }
+
+// ErrClosed is returned (wrapped) by [Dir.Save] and [Dir.Load] after
+// [Dir.Close].
+var ErrClosed = errors.New("checkpoint: store closed")
