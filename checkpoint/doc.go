@@ -7,6 +7,7 @@
 //
 //	dir, err := checkpoint.OpenDir("state")
 //	// handle err
+//	defer dir.Close()
 //	graph := []string{"orders", "count", "sink"}
 //	seq, err := dir.Save(ctx, &checkpoint.Update{Graph: graph, Stages: map[string]checkpoint.StageUpdate{
 //		"orders": {Position: offset},
@@ -26,9 +27,10 @@
 // or everything — atomically, and loads the latest complete [Checkpoint].
 // [Dir] is the embedded default: a directory of files, each written to a
 // temporary file, synced, renamed and its directory synced, each with a
-// CRC-32C. It writes a delta when only some keys changed and a full
-// checkpoint when the deltas have grown as large as the last full one, so
-// a checkpoint costs what changed, not what exists.
+// CRC-32C. A save writes only what changed (a delta), so a checkpoint
+// costs what changed, not what exists; when the deltas have grown as large
+// as the last full checkpoint, a compaction in the background writes the
+// whole state again, while saves go on.
 //
 // # Bad input
 //

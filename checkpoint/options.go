@@ -42,12 +42,12 @@ func WithLogger(l *zap.Logger) Option {
 	})
 }
 
-// WithCompaction sets when a [Dir] writes a full checkpoint instead of a
-// delta: once the deltas written since the last full checkpoint add up to
-// ratio × its size. A smaller ratio makes [Dir.Load] faster and the disk
-// use smaller, and full rewrites (which cost as much as the whole state)
-// more frequent. ratio ≤ 0 makes every checkpoint full. NaN falls back to
-// the default.
+// WithCompaction sets when a [Dir] starts a compaction in the background
+// (see [Dir]): once the deltas written since the last full checkpoint add
+// up to ratio × its size. A smaller ratio makes [Dir.Load] faster and the
+// disk use smaller, and compactions (which read and write the whole
+// state) more frequent. ratio ≤ 0 compacts after every delta. NaN falls
+// back to the default.
 //
 // Default: 1 (the deltas may grow as large as the full checkpoint).
 func WithCompaction(ratio float64) Option {

@@ -2,6 +2,7 @@ package stage_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -168,4 +169,24 @@ func ExampleReadFileJournal() {
 	// parse transition Initialized
 	// parse completed drained
 	// torn bytes skipped: 37
+}
+
+// A line that is not an entry, with lines after it, is corruption, not a
+// crash: ReadFileJournal names the line.
+func ExampleJournalLineError() {
+	dir, err := os.MkdirTemp("", "journal")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "journal.jsonl")
+	_ = os.WriteFile(path, []byte(`{"kind":"transition","stage":"a"}`+"\n"+"garbage\n"+`{"kind":"transition","stage":"b"}`+"\n"), 0o644)
+
+	entries, _, err := stage.ReadFileJournal(path)
+	var le *stage.JournalLineError
+	if errors.As(err, &le) {
+		fmt.Println("line", le.Line, "is corrupt;", len(entries), "entry before it")
+	}
+	// Output:
+	// line 2 is corrupt; 1 entry before it
 }
