@@ -1,8 +1,12 @@
 package stage
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sync"
@@ -98,9 +102,14 @@ func (j *MemoryJournal) Entries() []Entry {
 
 // FileJournal is a [Journal] that appends each entry to a file as one line
 // of JSON (JSON Lines), so that a person can read it with any text tool and
-// a program can parse it line by line. Each entry is written with one write
-// call as it is appended; the file is synced to disk after every completion
-// entry and on Close. It is safe for concurrent use.
+// a program can parse it line by line ([ReadFileJournal] does). Each entry
+// is written with one write call as it is appended, newline last; the file
+// is synced to disk after every completion entry and on Close. It is safe
+// for concurrent use.
+//
+// A crash can cut the last line short (a torn tail): the line has no
+// newline. [ReadFileJournal] reports and skips it, and [OpenFileJournal]
+// cuts it off before appending, so the next entry starts a line of its own.
 type FileJournal struct {
 	path string
 
@@ -110,13 +119,56 @@ type FileJournal struct {
 }
 
 // OpenFileJournal opens the file at path for appending, creating it (mode
-// 0644) if needed. Existing content is kept: a journal only grows.
+// 0644) if needed. Existing complete lines are kept: a journal only grows.
+// A torn tail left by a crash (bytes after the last newline) is cut off and
+// the cut is synced, so that the next entry does not extend it into a
+// corrupt line; the lines before it are untouched.
 func OpenFileJournal(path string) (*FileJournal, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("stage: open journal: %w", err)
 	}
+	if err := cutTornTail(f); err != nil {
+		_ = f.Close() // the cut's error is the one to report
+		return nil, fmt.Errorf("stage: open journal %s: %w", path, err)
+	}
 	return &FileJournal{path: path, f: f}, nil
+}
+
+// cutTornTail truncates f after its last newline, if bytes follow it.
+func cutTornTail(f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := fi.Size()
+	keep, err := lastLineEnd(f, size)
+	if err != nil || keep == size {
+		return err
+	}
+	if err := f.Truncate(keep); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// lastLineEnd returns the offset just after the last newline among the
+// first size bytes of r, or 0 when there is none. It reads backwards, in
+// blocks, from the end.
+func lastLineEnd(r io.ReaderAt, size int64) (int64, error) {
+	buf := make([]byte, 4096)
+	for end := size; end > 0; {
+		start := max(end-int64(len(buf)), 0)
+		b := buf[:end-start]
+		if _, err := r.ReadAt(b, start); err != nil {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+			return start + int64(i) + 1, nil
+		}
+		end = start
+	}
+	return 0, nil
 }
 
 // Path returns the path the journal was opened with.
@@ -165,4 +217,62 @@ func (j *FileJournal) Close() error {
 		return fmt.Errorf("stage: journal %s: close: %w", j.path, cerr)
 	}
 	return nil
+}
+
+// JournalLineError is returned by [ReadFileJournal] for a line that is not
+// a valid entry although the file goes on after it: a torn tail is always
+// the last line, so such a line is corruption, not a crash. Line counts
+// from 1; Err is the JSON decoding error.
+type JournalLineError struct {
+	Path string
+	Line int
+	Err  error
+}
+
+// Error returns "stage: journal <Path> line <Line>: " followed by Err's
+// message.
+func (e *JournalLineError) Error() string {
+	return fmt.Sprintf("stage: journal %s line %d: %v", e.Path, e.Line, e.Err)
+}
+
+// Unwrap returns Err.
+func (e *JournalLineError) Unwrap() error { return e.Err }
+
+var errNoKind = errors.New("not an entry: no kind")
+
+// ReadFileJournal reads the journal a [FileJournal] wrote at path and
+// returns its entries in file order.
+//
+// Every entry a FileJournal writes ends with a newline, so bytes after the
+// last newline are a line cut short by a crash (a torn tail): they are
+// skipped, not parsed, and torn says how many bytes they were (0 when the
+// file ends with a complete line). A complete line that is not a valid
+// entry — empty, not JSON, or without a kind — is an error, a
+// [*JournalLineError] naming the line, returned with the entries before
+// it. An empty file has no entries. A file that cannot be read is an error
+// wrapping the [os] error (for example [os.ErrNotExist]).
+func ReadFileJournal(path string) (entries []Entry, torn int, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("stage: read journal: %w", err)
+	}
+	defer f.Close()
+	r := bufio.NewReader(f)
+	for line := 1; ; line++ {
+		b, err := r.ReadBytes('\n')
+		if errors.Is(err, io.EOF) {
+			return entries, len(b), nil
+		}
+		if err != nil {
+			return entries, 0, fmt.Errorf("stage: read journal %s: %w", path, err)
+		}
+		var e Entry
+		if err := json.Unmarshal(b, &e); err != nil {
+			return entries, 0, &JournalLineError{Path: path, Line: line, Err: err}
+		}
+		if e.Kind == "" {
+			return entries, 0, &JournalLineError{Path: path, Line: line, Err: errNoKind}
+		}
+		entries = append(entries, e)
+	}
 }
