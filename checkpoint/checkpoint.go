@@ -34,12 +34,12 @@ type Store interface {
 	// one (a [Dir] logs it). Load returns an error wrapping
 	// [ErrNoCheckpoint] when the store holds none, and an error wrapping
 	// the [*CorruptError]s when it holds checkpoints but none is complete.
-	Load(ctx context.Context) (*Checkpoint, error)
+	Load(ctx context.Context) (*Snapshot, error)
 }
 
-// Checkpoint is a complete checkpoint, as [Store.Load] returns it: the
+// Snapshot is a complete checkpoint, as [Store.Load] returns it: the
 // graph it was taken from, and the saved part of each of its stages.
-type Checkpoint struct {
+type Snapshot struct {
 	// Seq identifies the checkpoint in its store; it grows with every
 	// [Store.Save]. It is the Base of an [Update] applied to this
 	// checkpoint.
@@ -118,7 +118,7 @@ func (u *Update) check() error {
 // named in graph (in any order), so that resuming from it is sound. It
 // returns nil, or a [*GraphError] listing the stages renamed, removed or
 // added.
-func (c *Checkpoint) Match(graph []string) error {
+func (c *Snapshot) Match(graph []string) error {
 	return matchGraph(c.Graph, graph)
 }
 

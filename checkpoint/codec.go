@@ -61,7 +61,7 @@ func (JSON[S]) Decode(data []byte) (S, error) {
 // blob does not decode, DecodeState returns a [*DecodeError] naming the
 // stage and the key (the smallest failing key, when several fail), so
 // that a start after a code change fails with a clear reason.
-func DecodeState[S any](c Codec[S], cp *Checkpoint, stage string) (map[string]S, error) {
+func DecodeState[S any](c Codec[S], cp *Snapshot, stage string) (map[string]S, error) {
 	st := cp.Stages[stage]
 	out := make(map[string]S, len(st.State))
 	var bad *DecodeError

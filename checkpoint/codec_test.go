@@ -53,8 +53,8 @@ func TestCodecEncodeError(t *testing.T) {
 }
 
 // stateOf builds a checkpoint holding stage "count" with the given blobs.
-func stateOf(blobs map[string][]byte) *checkpoint.Checkpoint {
-	return &checkpoint.Checkpoint{Seq: 1, Graph: []string{"count"},
+func stateOf(blobs map[string][]byte) *checkpoint.Snapshot {
+	return &checkpoint.Snapshot{Seq: 1, Graph: []string{"count"},
 		Stages: map[string]checkpoint.Stage{"count": {State: blobs}}}
 }
 

@@ -113,7 +113,7 @@ func (d *Dir) Close() error {
 // Warn, with its [*CorruptError]) and the previous complete checkpoint
 // returned. An error reading the directory or a file is returned as is:
 // only a file that reads but fails its checks counts as corrupt.
-func (d *Dir) Load(ctx context.Context) (*Checkpoint, error) {
+func (d *Dir) Load(ctx context.Context) (*Snapshot, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.usable(ctx); err != nil {
@@ -556,9 +556,9 @@ func (r *chainReader) resolveFile(id fileID) ([]*decoded, error) {
 }
 
 // merge applies a chain's deltas to its full checkpoint.
-func merge(chain []*decoded) *Checkpoint {
+func merge(chain []*decoded) *Snapshot {
 	full, last := chain[0], chain[len(chain)-1]
-	cp := &Checkpoint{Seq: last.seq, Graph: slices.Clone(last.graph), Stages: make(map[string]Stage, len(full.stages))}
+	cp := &Snapshot{Seq: last.seq, Graph: slices.Clone(last.graph), Stages: make(map[string]Stage, len(full.stages))}
 	for name, st := range full.stages {
 		cp.Stages[name] = Stage{Position: st.Position, State: st.Set}
 	}

@@ -57,7 +57,7 @@ func (m *model) apply(u *checkpoint.Update) {
 }
 
 // of returns the model of a loaded checkpoint.
-func of(cp *checkpoint.Checkpoint) *model {
+func of(cp *checkpoint.Snapshot) *model {
 	m := newModel()
 	for name, st := range cp.Stages {
 		if st.Position != nil {
@@ -409,7 +409,7 @@ func TestDirBrokenChain(t *testing.T) {
 	assert.True(t, strings.HasSuffix(ce.Path, "00000000000000000004.delta"), ce.Path)
 }
 
-func mustLoad(t *testing.T, d *checkpoint.Dir) *checkpoint.Checkpoint {
+func mustLoad(t *testing.T, d *checkpoint.Dir) *checkpoint.Snapshot {
 	t.Helper()
 	cp, err := d.Load(context.Background())
 	require.NoError(t, err)

@@ -24,7 +24,7 @@
 // # Stores
 //
 // A [Store] saves an [Update] — the changes since the latest checkpoint,
-// or everything — atomically, and loads the latest complete [Checkpoint].
+// or everything — atomically, and loads the latest complete [Snapshot].
 // [Dir] is the embedded default: a directory of files, each written to a
 // temporary file, synced, renamed and its directory synced, each with a
 // CRC-32C. A save writes only what changed (a delta), so a checkpoint
@@ -39,7 +39,7 @@
 // returns the previous complete checkpoint. A failed write (a full disk,
 // a failed sync) fails [Dir.Save] and leaves the previous checkpoint the
 // latest. A checkpoint of another graph — stages renamed, removed or
-// added — is refused by [Checkpoint.Match] and by [Store.Save] with a
+// added — is refused by [Snapshot.Match] and by [Store.Save] with a
 // [*GraphError].
 //
 // # State

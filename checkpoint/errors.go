@@ -21,7 +21,7 @@ var ErrStaleBase = errors.New("checkpoint: update not based on the latest checkp
 var ErrInvalid = errors.New("checkpoint: invalid update")
 
 // GraphError says that a checkpoint belongs to a different graph: stages
-// were renamed, removed or added since it was taken. [Checkpoint.Match]
+// were renamed, removed or added since it was taken. [Snapshot.Match]
 // returns it, and [Store.Save] for an update whose graph is not its
 // base's.
 type GraphError struct {

@@ -70,8 +70,8 @@ func ExampleDir_torn() {
 }
 
 // Match refuses a checkpoint taken from another graph.
-func ExampleCheckpoint_Match() {
-	cp := &checkpoint.Checkpoint{Seq: 7, Graph: []string{"orders", "count", "sink"}}
+func ExampleSnapshot_Match() {
+	cp := &checkpoint.Snapshot{Seq: 7, Graph: []string{"orders", "count", "sink"}}
 	err := cp.Match([]string{"orders", "tally", "sink"}) // count was renamed
 	var ge *checkpoint.GraphError
 	if errors.As(err, &ge) {
@@ -111,7 +111,7 @@ func ExampleJSON() {
 // names the stage and the key.
 func ExampleDecodeState() {
 	old, _ := checkpoint.JSON[tally]{}.Encode(tally{N: 3})
-	cp := &checkpoint.Checkpoint{Graph: []string{"count"}, Stages: map[string]checkpoint.Stage{
+	cp := &checkpoint.Snapshot{Graph: []string{"count"}, Stages: map[string]checkpoint.Stage{
 		"count": {State: map[string][]byte{"alice": old}}}}
 
 	states, err := checkpoint.DecodeState(checkpoint.JSON[tally]{}, cp, "count")
