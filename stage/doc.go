@@ -1,7 +1,17 @@
-// Package stage ships ready-made source, transform and sink stages and the
-// [Pipeline] that wires them: the user writes handlers, the package runs
-// each one as a supervised FSM stage under [stagefsm.Start], with its
-// lifecycle, backpressure, dead letters, accounting and journal.
+// Package stage ships ready-made stages — sources, transforms, sinks,
+// joins, keyed stateful stages, fan-out and fan-in, parallel stages — and
+// the [Graph] that wires them into a [Pipeline]: the user writes handlers,
+// the package runs each one as a supervised FSM stage under
+// [stagefsm.Start], with its lifecycle, backpressure, dead letters,
+// accounting and journal.
+//
+//	g := stage.NewGraph(stage.WithDeadLetter(dlq))
+//	lines := stage.Apply(stage.Read(g, "read", reader), "parse", parser) // *Stream[Order]
+//	stage.Write(lines, "store", writer)
+//	p, err := g.Build() // every wiring problem at once, naming the stages
+//	if err != nil { ... }
+//	if err := p.Start(ctx); err != nil { ... }
+//	err = p.Wait(ctx)
 //
 // # Handlers
 //
