@@ -74,6 +74,7 @@ func (t *ticket) finish() {
 func (t *ticket) release() {
 	if t.state.CompareAndSwap(open, released) {
 		t.p.src.stats.released.Add(1)
+		t.p.src.spoiled.Store(true)
 		t.p.src.settle()
 	}
 }
@@ -114,6 +115,9 @@ func (p *partition) advance() {
 	last := p.pending[n-1]
 	clear(p.pending[:n])
 	p.pending = p.pending[n:]
+	if p.src.tx != nil {
+		return // the transaction commits the offsets, and counts them
+	}
 	p.src.stats.committable.Add(uint64(n))
 	p.src.client.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{
 		p.topic: {p.id: {Epoch: last.epoch, Offset: last.offset + 1}},

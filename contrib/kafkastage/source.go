@@ -59,6 +59,10 @@ var (
 // beyond that Next fails the stage with an error wrapping
 // [ErrUnavailable].
 //
+// A Source made by [ExactlyOnce.Source] commits in transactions instead
+// (see [ExactlyOnce]): a revocation does not wait, the open transaction is
+// aborted and its batch read again by the partitions' next owner.
+//
 // A Source serves one pipeline, once, and owns its client. Its methods
 // are called by the stage (see [stage.Source]); [Source.Stats] may be
 // called at any time.
@@ -71,8 +75,16 @@ type Source struct {
 
 	client *kgo.Client
 
+	// Exactly-once mode (see ExactlyOnce): nil tx otherwise.
+	tx      *ExactlyOnce
+	sess    *kgo.GroupTransactSession
+	spoiled atomic.Bool // a record of the open transaction was released
+
 	// Owned by the stage: Open, Next and Close.
 	used      bool
+	txOpen    bool // a transaction holds the emitted batch
+	txFresh   bool // the batch was emitted by the last call: let the stage send it
+	txRecords int  // records of the open transaction
 	opened    bool
 	lastProbe time.Time
 	downSince time.Time
@@ -113,6 +125,9 @@ func (s *Source) Open(context.Context) error {
 	}
 	s.parts = make(map[topicPartition]*partition)
 	s.settled = make(chan struct{}, 1)
+	if s.tx != nil {
+		return s.openSession()
+	}
 	kopts := append(append([]kgo.Opt(nil), s.kopts...),
 		kgo.ConsumerGroup(s.group),
 		kgo.ConsumeTopics(s.topics...),
@@ -137,6 +152,9 @@ func (s *Source) Open(context.Context) error {
 func (s *Source) Next(ctx context.Context, emit func(*Record)) error {
 	if !s.opened {
 		return stage.Fatal(errors.New("kafkastage: Source.Next outside Open and Close"))
+	}
+	if s.tx != nil {
+		return s.nextInTransaction(ctx, emit)
 	}
 	pctx, cancel := context.WithTimeout(ctx, pollWait)
 	fs := s.client.PollRecords(pctx, s.o.maxPoll)
@@ -323,8 +341,9 @@ func contains(ids []int32, id int32) bool {
 }
 
 // Close waits, up to 10s, for the records already emitted to be produced or
-// dead-lettered, commits their offsets, leaves the group and closes the
-// client. Records still open then stay uncommitted, and the group's next
+// dead-lettered, commits their offsets (in exactly-once mode: commits the
+// open transaction, or aborts it if a record was not delivered), leaves
+// the group and closes the client. Records still open then stay uncommitted, and the group's next
 // owner of their partitions reads them again. Calling Close again, or on a
 // Source never opened, does nothing. It returns nil.
 func (s *Source) Close() error {
@@ -332,6 +351,10 @@ func (s *Source) Close() error {
 		return nil
 	}
 	s.opened = false
+	if s.tx != nil {
+		s.closeSession()
+		return nil
+	}
 	s.waitSettled(context.Background(), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	if err := s.client.CommitMarkedOffsets(ctx); err != nil {
@@ -354,10 +377,14 @@ type SourceStats struct {
 	Released uint64
 	// CommitErrors counts the synchronous commits that failed.
 	CommitErrors uint64
+	// Aborted counts, in exactly-once mode (see [ExactlyOnce]), the
+	// records whose transaction was aborted: they are read again, and
+	// their outputs are invisible to read_committed readers.
+	Aborted uint64
 }
 
 type sourceCounters struct {
-	received, committable, released, commitErrors atomic.Uint64
+	received, committable, released, commitErrors, aborted atomic.Uint64
 }
 
 // Stats returns a snapshot of the source's counts. It is safe to call at
@@ -365,5 +392,5 @@ type sourceCounters struct {
 func (s *Source) Stats() SourceStats {
 	c := &s.stats
 	return SourceStats{Received: c.received.Load(), Committable: c.committable.Load(),
-		Released: c.released.Load(), CommitErrors: c.commitErrors.Load()}
+		Released: c.released.Load(), CommitErrors: c.commitErrors.Load(), Aborted: c.aborted.Load()}
 }
