@@ -127,13 +127,13 @@ func (x *ExactlyOnce) setProducer(c *kgo.Client) {
 
 // openSession creates the session's client and joins the group.
 func (s *Source) openSession() error {
-	// The random transactional ID goes first: one in kopts overrides it.
-	kopts := append([]kgo.Opt{kgo.TransactionalID(s.tx.txID)}, s.kopts...)
+	// The random transactional ID and no linger (as for a Sink) go first:
+	// kopts override them.
+	kopts := append([]kgo.Opt{kgo.TransactionalID(s.tx.txID), kgo.ProducerLinger(0)}, s.kopts...)
 	kopts = append(kopts,
 		kgo.ConsumerGroup(s.group),
 		kgo.ConsumeTopics(s.topics...),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.RecordDeliveryTimeout(max(s.o.maxOutage, time.Second)), // the client's minimum
 		kgo.ProducerBatchMaxBytes(int32(max(s.tx.maxBytes+4096, 1<<20))),
 		kgo.OnPartitionsRevoked(s.revokedInTransaction),
@@ -193,7 +193,7 @@ func (s *Source) nextInTransaction(ctx context.Context, emit func(*Record)) erro
 		return stage.Fatal(fmt.Errorf("kafkastage: group %s: begin transaction: %w", s.group, err))
 	}
 	s.txOpen, s.txFresh, s.txRecords = true, true, n
-	fs.EachRecord(func(r *kgo.Record) { s.emit(r, emit) })
+	s.emitAll(fs, emit)
 	return nil
 }
 

@@ -60,6 +60,7 @@ type Sink struct {
 	tx       *ExactlyOnce // exactly-once mode (see ExactlyOnce), or nil
 	inflight atomic.Int64 // produced, not yet acknowledged
 	acked    chan struct{}
+	promised func(*kgo.Record, error) // s.promise, made once
 
 	mu  sync.Mutex
 	err error // why the sink failed, set by a produce callback
@@ -83,6 +84,7 @@ func (s *Sink) Open(context.Context) error {
 		return errors.New("kafkastage: NewSink was given an empty topic")
 	}
 	s.acked = make(chan struct{}, 1)
+	s.promised = s.promise
 	if s.tx == nil {
 		client, err := newProducer(s.kopts, s.o)
 		if err != nil {
@@ -95,7 +97,11 @@ func (s *Sink) Open(context.Context) error {
 }
 
 func newProducer(kopts []kgo.Opt, o sinkOptions) (*kgo.Client, error) {
-	return kgo.NewClient(append(append([]kgo.Opt(nil), kopts...),
+	// No linger by default (kopts may set one): a record goes out with the
+	// next produce request, and records arriving while requests are in
+	// flight batch up on their own — what a consume loop that flushes
+	// after each poll gets.
+	return kgo.NewClient(append(append([]kgo.Opt{kgo.ProducerLinger(0)}, kopts...),
 		kgo.RecordDeliveryTimeout(max(o.maxOutage, time.Second)), // the client's minimum
 		kgo.ProducerBatchMaxBytes(int32(max(o.maxRecordBytes+4096, 1<<20))),
 	)...)
@@ -126,25 +132,36 @@ func (s *Sink) Consume(ctx context.Context, r *Record) error {
 			return stage.Fatal(fmt.Errorf("%w: produce to %q: the session is closed", ErrUnavailable, s.topic))
 		}
 	}
-	t := r.t
-	out := &kgo.Record{Topic: s.topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+	var out *kgo.Record
+	if t := r.t; t != nil {
+		if out = t.claim(); out == nil {
+			out = new(kgo.Record)
+		}
+		*out = kgo.Record{Topic: s.topic, Key: r.Key, Value: r.Value, Headers: r.Headers, Context: t}
+	} else {
+		out = &kgo.Record{Topic: s.topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+	}
 	s.inflight.Add(1)
-	client.Produce(context.Background(), out, func(_ *kgo.Record, err error) {
-		defer s.ack()
-		if err != nil {
-			s.fail(err)
-			s.stats.unconfirmed.Add(1)
-			if t != nil {
-				t.release()
-			}
-			return
-		}
-		s.stats.produced.Add(1)
-		if t != nil {
-			t.finish()
-		}
-	})
+	client.Produce(context.Background(), out, s.promised)
 	return nil
+}
+
+// promise settles the input offset of a record produced (see ticket).
+func (s *Sink) promise(r *kgo.Record, err error) {
+	defer s.ack()
+	t, _ := r.Context.(*ticket)
+	if err != nil {
+		s.fail(err)
+		s.stats.unconfirmed.Add(1)
+		if t != nil {
+			t.release()
+		}
+		return
+	}
+	s.stats.produced.Add(1)
+	if t != nil {
+		t.finish()
+	}
 }
 
 // ack counts one acknowledged (or failed) record and wakes Flush.

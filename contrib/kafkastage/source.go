@@ -170,11 +170,8 @@ func (s *Source) Next(ctx context.Context, emit func(*Record)) error {
 			s.lastErr = err
 		}
 	})
-	n := 0
-	fs.EachRecord(func(r *kgo.Record) {
-		n++
-		s.emit(r, emit)
-	})
+	s.markCommits()
+	n := s.emitAll(fs, emit)
 	if n > 0 {
 		s.downSince = time.Time{}
 		return nil
@@ -182,19 +179,62 @@ func (s *Source) Next(ctx context.Context, emit func(*Record)) error {
 	return s.check(ctx)
 }
 
-func (s *Source) emit(r *kgo.Record, emit func(*Record)) {
-	p := s.partition(r.Topic, r.Partition)
-	e := &envelope{}
-	e.t.p, e.t.offset, e.t.epoch = p, r.Offset, r.LeaderEpoch
-	e.r = Record{
-		Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
-		Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp,
-		t: &e.t,
+// emitAll emits the records of fs, partition by partition, and returns
+// how many.
+func (s *Source) emitAll(fs kgo.Fetches, emit func(*Record)) int {
+	n := 0
+	fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		if len(ftp.Records) == 0 {
+			return
+		}
+		p := s.partition(ftp.Topic, ftp.Partition)
+		es := make([]*envelope, len(ftp.Records))
+		p.mu.Lock()
+		for i, r := range ftp.Records {
+			e := &envelope{}
+			e.t.Context, e.t.p, e.t.offset, e.t.epoch, e.t.in = context.Background(), p, r.Offset, r.LeaderEpoch, r
+			e.r = Record{
+				Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+				Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp,
+				t: &e.t,
+			}
+			p.pending = append(p.pending, &e.t)
+			es[i] = e
+		}
+		p.mu.Unlock()
+		s.outstanding.Add(int64(len(es)))
+		s.stats.received.Add(uint64(len(es)))
+		n += len(es)
+		for _, e := range es {
+			emit(&e.r)
+		}
+	})
+	return n
+}
+
+// markCommits hands the client the partitions' marks that moved, in one
+// call.
+func (s *Source) markCommits() {
+	var marks map[string]map[int32]kgo.EpochOffset
+	s.mu.Lock()
+	for k, p := range s.parts {
+		p.mu.Lock()
+		if p.dirty && !p.revoked {
+			p.dirty = false
+			if marks == nil {
+				marks = make(map[string]map[int32]kgo.EpochOffset)
+			}
+			if marks[k.topic] == nil {
+				marks[k.topic] = make(map[int32]kgo.EpochOffset)
+			}
+			marks[k.topic][k.id] = p.mark
+		}
+		p.mu.Unlock()
 	}
-	p.add(&e.t)
-	s.outstanding.Add(1)
-	s.stats.received.Add(1)
-	emit(&e.r)
+	s.mu.Unlock()
+	if marks != nil {
+		s.client.MarkCommitOffsets(marks)
+	}
 }
 
 // envelope allocates a Record and its ticket at once.
@@ -264,6 +304,7 @@ func (s *Source) settle() {
 // forgets them.
 func (s *Source) revoked(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
 	s.waitSettled(ctx, lost)
+	s.markCommits()
 	cctx, cancel := context.WithTimeout(ctx, commitTimeout)
 	if err := s.client.CommitMarkedOffsets(cctx); err != nil {
 		s.stats.commitErrors.Add(1)
@@ -356,6 +397,7 @@ func (s *Source) Close() error {
 		return nil
 	}
 	s.waitSettled(context.Background(), nil)
+	s.markCommits()
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	if err := s.client.CommitMarkedOffsets(ctx); err != nil {
 		s.stats.commitErrors.Add(1)
