@@ -68,7 +68,10 @@ type Sink struct {
 
 // NewSink returns a [Sink] that produces to topic with a client made from
 // kopts (which must name the seed brokers, [kgo.SeedBrokers]). Do not pass
-// [kgo.DisableIdempotentWrite]: the Sink relies on idempotent writes.
+// [kgo.DisableIdempotentWrite]: the Sink relies on idempotent writes. The
+// client does not linger ([kgo.ProducerLinger] 0, franz-go's default is
+// 10ms) unless kopts sets a linger: records produced while a request is in
+// flight are batched into the next one anyway.
 func NewSink(kopts []kgo.Opt, topic string, opts ...SinkOption) *Sink {
 	return &Sink{kopts: kopts, topic: topic, o: newSinkOptions(opts)}
 }
