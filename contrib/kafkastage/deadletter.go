@@ -43,7 +43,8 @@ const (
 type DeadLetters struct {
 	topic  string
 	o      sinkOptions
-	client *kgo.Client
+	client *kgo.Client  // nil in exactly-once mode: the session's is used
+	tx     *ExactlyOnce // exactly-once mode (see ExactlyOnce), or nil
 	err    error
 	stats  struct{ written, released, failed atomic.Uint64 }
 }
@@ -83,7 +84,14 @@ func (d *DeadLetters) Write(it stage.Item[any]) {
 		r.t.release()
 		return
 	}
-	if d.client == nil {
+	client := d.client
+	if d.tx != nil && d.err == nil {
+		client = nil // no transaction to join: not written
+		if r != nil && r.t != nil && r.t.p.src.tx == d.tx {
+			client = d.tx.producer()
+		}
+	}
+	if client == nil {
 		d.stats.failed.Add(1)
 		if r != nil && r.t != nil {
 			r.t.release()
@@ -107,7 +115,7 @@ func (d *DeadLetters) Write(it stage.Item[any]) {
 		}
 	}
 	out.Headers = append(out.Headers, kgo.RecordHeader{Key: HeaderCause, Value: []byte(cause)})
-	if err := d.client.ProduceSync(context.Background(), out).FirstErr(); err != nil {
+	if err := client.ProduceSync(context.Background(), out).FirstErr(); err != nil {
 		d.stats.failed.Add(1)
 		if r != nil && r.t != nil {
 			r.t.release()

@@ -23,7 +23,8 @@
 //
 // # Delivery guarantees
 //
-// At least once, nothing lost: an offset is committed only once its
+// At least once, nothing lost (see "Exactly once" for the transactional
+// mode): an offset is committed only once its
 // record — and every earlier record of its partition — has been produced
 // by a [Sink] and acknowledged, or written to the dead-letter topic by
 // [DeadLetters]. A partition revoked from a member waits for its records
@@ -35,6 +36,53 @@
 // for the [Sink] goes to the dead-letter topic with its cause and origin
 // in headers ([HeaderCause], [HeaderTopic], [HeaderPartition],
 // [HeaderOffset]); its partition goes on.
+//
+// # Exactly once
+//
+// [NewExactlyOnce] makes a worker that consumes, transforms and produces
+// in Kafka transactions (franz-go's [kgo.GroupTransactSession]):
+//
+//	eos := kafkastage.NewExactlyOnce(append(kopts, kgo.TransactionalID("billing-"+host)),
+//		"billing", []string{"orders"})
+//	dl := eos.DeadLetters("orders.dlq")
+//	p := stage.To(stage.Then(stage.From("orders", eos.Source()), "bill", bill),
+//		"invoices", eos.Sink("invoices"), stage.WithDeadLetter(dl.Write))
+//
+// The guarantee: a reader of the output (and dead-letter) topics with
+// [kgo.ReadCommitted] isolation sees the outputs of each input record
+// exactly once — none lost, none twice — across rebalances, workers
+// leaving and joining, and workers killed mid-transaction. Each batch the
+// Source reads is one transaction: its outputs, its dead letters and its
+// input offsets commit atomically once every record of the batch is
+// delivered, and are aborted together otherwise (a record not delivered,
+// partitions taken by the group meanwhile); an aborted batch is read again
+// from the committed offsets, by this member or the partitions' next
+// owner. A killed member's open transaction is aborted by the brokers
+// when its transaction timeout expires ([kgo.TransactionTimeout]), or at
+// once when a worker with the same [kgo.TransactionalID] starts; until
+// then read_committed readers of the partitions it wrote wait.
+//
+// It assumes: brokers with KIP-447 (Kafka 2.5 or later), so that a new
+// owner waits for the transactions of the old one; that the pipeline's
+// effects are only its Kafka outputs (a handler's side effects elsewhere —
+// a database write, an HTTP call — happen again when a batch is aborted
+// and read again: exactly once holds only for what goes through the
+// transaction); that the Sinks and DeadLetters are the session's own (a
+// plain [Sink] produces outside the transaction, at least once); and that
+// readers use read_committed (a read_uncommitted reader also sees the
+// aborted attempts).
+//
+// Why a session that hands out the Source and its Sinks rather than an
+// option on [NewSource] and [NewSink]: the transaction belongs to one
+// client, which must both consume (its group generation fences the offset
+// commit) and produce; a pair built apart could silently pair a
+// transactional source with a plain sink, and be at least once while
+// claiming exactly once. The session makes that mix impossible: its Sink
+// refuses records its Source did not read.
+//
+// The cost is latency and throughput: a batch commits only once all of
+// it is delivered, and each transaction takes a few requests; larger
+// batches ([WithMaxPoll]) amortize them.
 //
 // # Failures of the brokers
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -60,4 +61,64 @@ func Example() {
 	// Output:
 	// <nil>
 	// produced 5 dead letters 1 committable 6
+}
+
+// A worker in exactly-once mode: its outputs, its dead letters and its
+// input offsets commit together, in Kafka transactions. Readers of the
+// output use read_committed isolation.
+func ExampleExactlyOnce() {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "orders", "invoices", "orders.dlq"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer cluster.Close()
+	kopts := []kgo.Opt{kgo.SeedBrokers(cluster.ListenAddrs()...)}
+
+	feed, _ := kgo.NewClient(kopts...)
+	for i := range 6 {
+		feed.ProduceSync(context.Background(), &kgo.Record{Topic: "orders", Value: []byte(strconv.Itoa(i))})
+	}
+	feed.Close()
+
+	eos := kafkastage.NewExactlyOnce(append(kopts, kgo.TransactionalID("billing-1")), "billing", []string{"orders"})
+	src := eos.Source()
+	dl := eos.DeadLetters("orders.dlq")
+	bill := stage.TransformFunc[*kafkastage.Record, *kafkastage.Record](
+		func(_ context.Context, r *kafkastage.Record, emit func(*kafkastage.Record)) error {
+			if string(r.Value) == "3" {
+				return errors.New("no such customer")
+			}
+			r.Value = append([]byte("invoice "), r.Value...)
+			emit(r)
+			return nil
+		})
+	p := stage.To(stage.Then(stage.From("orders", src), "bill", bill), "invoices", eos.Sink("invoices"),
+		stage.WithDeadLetter(dl.Write))
+	if err := p.Start(context.Background()); err != nil {
+		fmt.Println(err)
+		return
+	}
+	for src.Stats().Committable < 6 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.Drain()
+	fmt.Println(p.Wait(context.Background()))
+
+	read, _ := kgo.NewClient(append(kopts, kgo.ConsumeTopics("invoices"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
+	defer read.Close()
+	var invoices []string
+	for len(invoices) < 5 {
+		read.PollFetches(context.Background()).EachRecord(func(r *kgo.Record) {
+			invoices = append(invoices, string(r.Value))
+		})
+	}
+	slices.Sort(invoices)
+	fmt.Println(invoices)
+	fmt.Println("committed", src.Stats().Committable, "dead letters", dl.Stats().Written)
+	// Output:
+	// <nil>
+	// [invoice 0 invoice 1 invoice 2 invoice 4 invoice 5]
+	// committed 6 dead letters 1
 }

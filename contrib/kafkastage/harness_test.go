@@ -43,8 +43,10 @@ func (k *cluster) close() { k.once.Do(k.c.Close) }
 
 // opts are the client options of the stages: fast group heartbeats so
 // that rebalances take little time.
-func (k *cluster) opts() []kgo.Opt {
-	return []kgo.Opt{kgo.SeedBrokers(k.addrs...),
+func (k *cluster) opts() []kgo.Opt { return memberOpts(k.addrs) }
+
+func memberOpts(seeds []string) []kgo.Opt {
+	return []kgo.Opt{kgo.SeedBrokers(seeds...),
 		kgo.HeartbeatInterval(50 * time.Millisecond), kgo.SessionTimeout(time.Second),
 		kgo.RebalanceTimeout(5 * time.Second), kgo.RetryBackoffFn(func(int) time.Duration { return 20 * time.Millisecond })}
 }
@@ -75,6 +77,29 @@ func (k *cluster) fill(t *testing.T, from, n int) {
 func (k *cluster) read(t *testing.T, topic string, want int) []*kgo.Record {
 	t.Helper()
 	c := k.client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	return readFrom(c, want)
+}
+
+// readCommitted reads topic as a read_committed consumer, until it has
+// want records or waitLimit passed, and then on until a poll of 500ms
+// finds nothing more (so that duplicates beyond want show up too).
+func (k *cluster) readCommitted(t *testing.T, topic string, want int) []*kgo.Record {
+	t.Helper()
+	c := k.client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	out := readFrom(c, want)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		more := c.PollFetches(ctx).Records()
+		cancel()
+		if len(more) == 0 {
+			return out
+		}
+		out = append(out, more...)
+	}
+}
+
+func readFrom(c *kgo.Client, want int) []*kgo.Record {
 	var out []*kgo.Record
 	deadline := time.Now().Add(waitLimit)
 	for len(out) < want && time.Now().Before(deadline) {

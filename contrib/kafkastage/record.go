@@ -1,6 +1,7 @@
 package kafkastage
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,11 +55,27 @@ const (
 // record was produced or dead-lettered, released when the pipeline
 // stopped before processing it (the offset then stays uncommitted, and so
 // do the later ones of its partition: the next owner reads them again).
+//
+// A ticket is also the Context of the record a Sink produces from it
+// (context.Background otherwise), so that the produce promise, one method
+// value for all records, finds it without a closure per record.
 type ticket struct {
-	p      *partition
-	offset int64
-	epoch  int32
-	state  atomic.Uint32
+	context.Context
+	p       *partition
+	offset  int64
+	epoch   int32
+	state   atomic.Uint32
+	in      *kgo.Record // the fetched record: the first Sink to claim it produces it
+	claimed atomic.Bool
+}
+
+// claim hands the fetched record to one Sink, once, to produce it again
+// (a record emitted twice, against the contract, gets a new one).
+func (t *ticket) claim() *kgo.Record {
+	if t.in != nil && t.claimed.CompareAndSwap(false, true) {
+		return t.in
+	}
+	return nil
 }
 
 // finish marks the offset done; the partition commits the contiguous run
@@ -74,6 +91,7 @@ func (t *ticket) finish() {
 func (t *ticket) release() {
 	if t.state.CompareAndSwap(open, released) {
 		t.p.src.stats.released.Add(1)
+		t.p.src.spoiled.Store(true)
 		t.p.src.settle()
 	}
 }
@@ -86,18 +104,15 @@ type partition struct {
 	id    int32
 
 	mu      sync.Mutex
-	pending []*ticket // emitted, in offset order; the front is the oldest
-	revoked bool      // the partition was revoked: its tickets commit nothing
+	pending []*ticket       // emitted, in offset order; the front is the oldest
+	revoked bool            // the partition was revoked: its tickets commit nothing
+	mark    kgo.EpochOffset // the next offset to commit, once dirty
+	dirty   bool            // mark moved since the Source last marked it
 }
 
-func (p *partition) add(t *ticket) {
-	p.mu.Lock()
-	p.pending = append(p.pending, t)
-	p.mu.Unlock()
-}
-
-// advance pops the done tickets at the front and marks the offset after
-// the last of them for commit.
+// advance pops the done tickets at the front and moves the partition's
+// mark past the last of them; the Source hands the marks to the client
+// (see Source.markCommits), all at once.
 func (p *partition) advance() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -114,8 +129,9 @@ func (p *partition) advance() {
 	last := p.pending[n-1]
 	clear(p.pending[:n])
 	p.pending = p.pending[n:]
+	if p.src.tx != nil {
+		return // the transaction commits the offsets, and counts them
+	}
 	p.src.stats.committable.Add(uint64(n))
-	p.src.client.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{
-		p.topic: {p.id: {Epoch: last.epoch, Offset: last.offset + 1}},
-	})
+	p.mark, p.dirty = kgo.EpochOffset{Epoch: last.epoch, Offset: last.offset + 1}, true
 }

@@ -37,6 +37,11 @@ var (
 // so the group reads it again. A record larger than [WithMaxRecordBytes]
 // is rejected with [ErrOversize] and dead-lettered.
 //
+// A Sink made by [ExactlyOnce.Sink] produces within the session's
+// transactions instead, through the session's client: an acknowledged
+// record is visible to read_committed readers only once its transaction
+// commits.
+//
 // A Sink serves one pipeline, once, and owns its client. Its methods are
 // called by the stage (see [stage.Sink]); [Sink.Stats] may be called at
 // any time.
@@ -48,8 +53,14 @@ type Sink struct {
 
 	// Owned by the stage: Open, Consume, Flush and Close.
 	used   bool
+	opened bool
 	closed bool
-	client *kgo.Client
+	client *kgo.Client // nil in exactly-once mode: the session's is used
+
+	tx       *ExactlyOnce // exactly-once mode (see ExactlyOnce), or nil
+	inflight atomic.Int64 // produced, not yet acknowledged
+	acked    chan struct{}
+	promised func(*kgo.Record, error) // s.promise, made once
 
 	mu  sync.Mutex
 	err error // why the sink failed, set by a produce callback
@@ -57,7 +68,10 @@ type Sink struct {
 
 // NewSink returns a [Sink] that produces to topic with a client made from
 // kopts (which must name the seed brokers, [kgo.SeedBrokers]). Do not pass
-// [kgo.DisableIdempotentWrite]: the Sink relies on idempotent writes.
+// [kgo.DisableIdempotentWrite]: the Sink relies on idempotent writes. The
+// client does not linger ([kgo.ProducerLinger] 0, franz-go's default is
+// 10ms) unless kopts sets a linger: records produced while a request is in
+// flight are batched into the next one anyway.
 func NewSink(kopts []kgo.Opt, topic string, opts ...SinkOption) *Sink {
 	return &Sink{kopts: kopts, topic: topic, o: newSinkOptions(opts)}
 }
@@ -72,16 +86,25 @@ func (s *Sink) Open(context.Context) error {
 	if s.topic == "" {
 		return errors.New("kafkastage: NewSink was given an empty topic")
 	}
-	client, err := newProducer(s.kopts, s.o)
-	if err != nil {
-		return fmt.Errorf("kafkastage: sink client: %w", err)
+	s.acked = make(chan struct{}, 1)
+	s.promised = s.promise
+	if s.tx == nil {
+		client, err := newProducer(s.kopts, s.o)
+		if err != nil {
+			return fmt.Errorf("kafkastage: sink client: %w", err)
+		}
+		s.client = client
 	}
-	s.client = client
+	s.opened = true
 	return nil
 }
 
 func newProducer(kopts []kgo.Opt, o sinkOptions) (*kgo.Client, error) {
-	return kgo.NewClient(append(append([]kgo.Opt(nil), kopts...),
+	// No linger by default (kopts may set one): a record goes out with the
+	// next produce request, and records arriving while requests are in
+	// flight batch up on their own — what a consume loop that flushes
+	// after each poll gets.
+	return kgo.NewClient(append(append([]kgo.Opt{kgo.ProducerLinger(0)}, kopts...),
 		kgo.RecordDeliveryTimeout(max(o.maxOutage, time.Second)), // the client's minimum
 		kgo.ProducerBatchMaxBytes(int32(max(o.maxRecordBytes+4096, 1<<20))),
 	)...)
@@ -93,34 +116,64 @@ func newProducer(kopts []kgo.Opt, o sinkOptions) (*kgo.Client, error) {
 // made with [stage.Fatal] once the sink has failed.
 func (s *Sink) Consume(ctx context.Context, r *Record) error {
 	switch {
-	case s.client == nil || s.closed:
+	case !s.opened || s.closed:
 		return stage.Fatal(errors.New("kafkastage: Sink.Consume outside Open and Close"))
 	case r == nil:
 		return fmt.Errorf("%w: nil *Record", ErrInvalidRecord)
 	case r.size() > s.o.maxRecordBytes:
 		return fmt.Errorf("%w: %d bytes from %s/%d@%d, limit %d",
 			ErrOversize, r.size(), r.Topic, r.Partition, r.Offset, s.o.maxRecordBytes)
+	case s.tx != nil && (r.t == nil || r.t.p.src.tx != s.tx):
+		return fmt.Errorf("%w: the record was not read by the session's Source", ErrInvalidRecord)
 	}
 	if err := s.failure(); err != nil {
 		return stage.Fatal(err)
 	}
-	t := r.t
-	out := &kgo.Record{Topic: s.topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
-	s.client.Produce(context.Background(), out, func(_ *kgo.Record, err error) {
-		if err != nil {
-			s.fail(err)
-			s.stats.unconfirmed.Add(1)
-			if t != nil {
-				t.release()
-			}
-			return
+	client := s.client
+	if s.tx != nil {
+		if client = s.tx.producer(); client == nil {
+			return stage.Fatal(fmt.Errorf("%w: produce to %q: the session is closed", ErrUnavailable, s.topic))
 		}
-		s.stats.produced.Add(1)
-		if t != nil {
-			t.finish()
+	}
+	var out *kgo.Record
+	if t := r.t; t != nil {
+		if out = t.claim(); out == nil {
+			out = new(kgo.Record)
 		}
-	})
+		*out = kgo.Record{Topic: s.topic, Key: r.Key, Value: r.Value, Headers: r.Headers, Context: t}
+	} else {
+		out = &kgo.Record{Topic: s.topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+	}
+	s.inflight.Add(1)
+	client.Produce(context.Background(), out, s.promised)
 	return nil
+}
+
+// promise settles the input offset of a record produced (see ticket).
+func (s *Sink) promise(r *kgo.Record, err error) {
+	defer s.ack()
+	t, _ := r.Context.(*ticket)
+	if err != nil {
+		s.fail(err)
+		s.stats.unconfirmed.Add(1)
+		if t != nil {
+			t.release()
+		}
+		return
+	}
+	s.stats.produced.Add(1)
+	if t != nil {
+		t.finish()
+	}
+}
+
+// ack counts one acknowledged (or failed) record and wakes Flush.
+func (s *Sink) ack() {
+	s.inflight.Add(-1)
+	select {
+	case s.acked <- struct{}{}:
+	default:
+	}
 }
 
 func (s *Sink) fail(err error) {
@@ -148,26 +201,42 @@ func (s *Sink) failure() error {
 }
 
 // Flush waits until every record produced is acknowledged, and returns the
-// sink's failure, if it failed, or ctx.Err().
+// sink's failure, if it failed, or ctx.Err(). In exactly-once mode the
+// Source ends the last transaction, when it closes.
 func (s *Sink) Flush(ctx context.Context) error {
-	if s.client == nil || s.closed {
+	if !s.opened || s.closed {
 		return errors.New("kafkastage: Sink.Flush outside Open and Close")
 	}
-	if err := s.client.Flush(ctx); err != nil {
-		return err
+	if s.tx == nil {
+		if err := s.client.Flush(ctx); err != nil {
+			return err
+		}
+		return s.failure()
+	}
+	// The session's client is shared: wait for this sink's records only
+	// (the Source ends their transaction).
+	for s.inflight.Load() > 0 {
+		select {
+		case <-s.acked:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return s.failure()
 }
 
 // Close closes the client; records not yet acknowledged fail, and their
-// input offsets stay uncommitted. Calling it again, or on a Sink never
+// input offsets stay uncommitted. In exactly-once mode it leaves the
+// session's client to the Source. Calling it again, or on a Sink never
 // opened, does nothing.
 func (s *Sink) Close() error {
-	if s.client == nil || s.closed {
+	if !s.opened || s.closed {
 		return nil
 	}
 	s.closed = true
-	s.client.Close()
+	if s.client != nil {
+		s.client.Close()
+	}
 	return nil
 }
 

@@ -59,6 +59,10 @@ var (
 // beyond that Next fails the stage with an error wrapping
 // [ErrUnavailable].
 //
+// A Source made by [ExactlyOnce.Source] commits in transactions instead
+// (see [ExactlyOnce]): a revocation does not wait, the open transaction is
+// aborted and its batch read again by the partitions' next owner.
+//
 // A Source serves one pipeline, once, and owns its client. Its methods
 // are called by the stage (see [stage.Source]); [Source.Stats] may be
 // called at any time.
@@ -71,8 +75,16 @@ type Source struct {
 
 	client *kgo.Client
 
+	// Exactly-once mode (see ExactlyOnce): nil tx otherwise.
+	tx      *ExactlyOnce
+	sess    *kgo.GroupTransactSession
+	spoiled atomic.Bool // a record of the open transaction was released
+
 	// Owned by the stage: Open, Next and Close.
 	used      bool
+	txOpen    bool // a transaction holds the emitted batch
+	txFresh   bool // the batch was emitted by the last call: let the stage send it
+	txRecords int  // records of the open transaction
 	opened    bool
 	lastProbe time.Time
 	downSince time.Time
@@ -113,6 +125,9 @@ func (s *Source) Open(context.Context) error {
 	}
 	s.parts = make(map[topicPartition]*partition)
 	s.settled = make(chan struct{}, 1)
+	if s.tx != nil {
+		return s.openSession()
+	}
 	kopts := append(append([]kgo.Opt(nil), s.kopts...),
 		kgo.ConsumerGroup(s.group),
 		kgo.ConsumeTopics(s.topics...),
@@ -138,6 +153,9 @@ func (s *Source) Next(ctx context.Context, emit func(*Record)) error {
 	if !s.opened {
 		return stage.Fatal(errors.New("kafkastage: Source.Next outside Open and Close"))
 	}
+	if s.tx != nil {
+		return s.nextInTransaction(ctx, emit)
+	}
 	pctx, cancel := context.WithTimeout(ctx, pollWait)
 	fs := s.client.PollRecords(pctx, s.o.maxPoll)
 	cancel()
@@ -152,11 +170,8 @@ func (s *Source) Next(ctx context.Context, emit func(*Record)) error {
 			s.lastErr = err
 		}
 	})
-	n := 0
-	fs.EachRecord(func(r *kgo.Record) {
-		n++
-		s.emit(r, emit)
-	})
+	s.markCommits()
+	n := s.emitAll(fs, emit)
 	if n > 0 {
 		s.downSince = time.Time{}
 		return nil
@@ -164,19 +179,62 @@ func (s *Source) Next(ctx context.Context, emit func(*Record)) error {
 	return s.check(ctx)
 }
 
-func (s *Source) emit(r *kgo.Record, emit func(*Record)) {
-	p := s.partition(r.Topic, r.Partition)
-	e := &envelope{}
-	e.t.p, e.t.offset, e.t.epoch = p, r.Offset, r.LeaderEpoch
-	e.r = Record{
-		Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
-		Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp,
-		t: &e.t,
+// emitAll emits the records of fs, partition by partition, and returns
+// how many.
+func (s *Source) emitAll(fs kgo.Fetches, emit func(*Record)) int {
+	n := 0
+	fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		if len(ftp.Records) == 0 {
+			return
+		}
+		p := s.partition(ftp.Topic, ftp.Partition)
+		es := make([]*envelope, len(ftp.Records))
+		p.mu.Lock()
+		for i, r := range ftp.Records {
+			e := &envelope{}
+			e.t.Context, e.t.p, e.t.offset, e.t.epoch, e.t.in = context.Background(), p, r.Offset, r.LeaderEpoch, r
+			e.r = Record{
+				Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+				Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp,
+				t: &e.t,
+			}
+			p.pending = append(p.pending, &e.t)
+			es[i] = e
+		}
+		p.mu.Unlock()
+		s.outstanding.Add(int64(len(es)))
+		s.stats.received.Add(uint64(len(es)))
+		n += len(es)
+		for _, e := range es {
+			emit(&e.r)
+		}
+	})
+	return n
+}
+
+// markCommits hands the client the partitions' marks that moved, in one
+// call.
+func (s *Source) markCommits() {
+	var marks map[string]map[int32]kgo.EpochOffset
+	s.mu.Lock()
+	for k, p := range s.parts {
+		p.mu.Lock()
+		if p.dirty && !p.revoked {
+			p.dirty = false
+			if marks == nil {
+				marks = make(map[string]map[int32]kgo.EpochOffset)
+			}
+			if marks[k.topic] == nil {
+				marks[k.topic] = make(map[int32]kgo.EpochOffset)
+			}
+			marks[k.topic][k.id] = p.mark
+		}
+		p.mu.Unlock()
 	}
-	p.add(&e.t)
-	s.outstanding.Add(1)
-	s.stats.received.Add(1)
-	emit(&e.r)
+	s.mu.Unlock()
+	if marks != nil {
+		s.client.MarkCommitOffsets(marks)
+	}
 }
 
 // envelope allocates a Record and its ticket at once.
@@ -246,6 +304,7 @@ func (s *Source) settle() {
 // forgets them.
 func (s *Source) revoked(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
 	s.waitSettled(ctx, lost)
+	s.markCommits()
 	cctx, cancel := context.WithTimeout(ctx, commitTimeout)
 	if err := s.client.CommitMarkedOffsets(cctx); err != nil {
 		s.stats.commitErrors.Add(1)
@@ -323,8 +382,9 @@ func contains(ids []int32, id int32) bool {
 }
 
 // Close waits, up to 10s, for the records already emitted to be produced or
-// dead-lettered, commits their offsets, leaves the group and closes the
-// client. Records still open then stay uncommitted, and the group's next
+// dead-lettered, commits their offsets (in exactly-once mode: commits the
+// open transaction, or aborts it if a record was not delivered), leaves
+// the group and closes the client. Records still open then stay uncommitted, and the group's next
 // owner of their partitions reads them again. Calling Close again, or on a
 // Source never opened, does nothing. It returns nil.
 func (s *Source) Close() error {
@@ -332,7 +392,12 @@ func (s *Source) Close() error {
 		return nil
 	}
 	s.opened = false
+	if s.tx != nil {
+		s.closeSession()
+		return nil
+	}
 	s.waitSettled(context.Background(), nil)
+	s.markCommits()
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	if err := s.client.CommitMarkedOffsets(ctx); err != nil {
 		s.stats.commitErrors.Add(1)
@@ -354,10 +419,14 @@ type SourceStats struct {
 	Released uint64
 	// CommitErrors counts the synchronous commits that failed.
 	CommitErrors uint64
+	// Aborted counts, in exactly-once mode (see [ExactlyOnce]), the
+	// records whose transaction was aborted: they are read again, and
+	// their outputs are invisible to read_committed readers.
+	Aborted uint64
 }
 
 type sourceCounters struct {
-	received, committable, released, commitErrors atomic.Uint64
+	received, committable, released, commitErrors, aborted atomic.Uint64
 }
 
 // Stats returns a snapshot of the source's counts. It is safe to call at
@@ -365,5 +434,5 @@ type sourceCounters struct {
 func (s *Source) Stats() SourceStats {
 	c := &s.stats
 	return SourceStats{Received: c.received.Load(), Committable: c.committable.Load(),
-		Released: c.released.Load(), CommitErrors: c.commitErrors.Load()}
+		Released: c.released.Load(), CommitErrors: c.commitErrors.Load(), Aborted: c.aborted.Load()}
 }
