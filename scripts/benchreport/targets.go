@@ -126,6 +126,42 @@ func zeroAllocs(pkg string, names ...string) func(*results, *scalereport.Report)
 	}
 }
 
+// metricTarget is a target on one metric of one benchmark: its median at
+// most limit (atLeast false) or at least limit (atLeast true), with the
+// range of the rounds.
+func metricTarget(pkg, name, unit string, limit float64, atLeast bool) func(*results, *scalereport.Report) (string, string) {
+	return func(r *results, _ *scalereport.Report) (string, string) {
+		b := r.get(pkg, name)
+		if !b.has(unit) {
+			return absent(name)
+		}
+		q := b.median(unit)
+		lo, hi := b.spread(unit)
+		fig := fmt.Sprintf("%s %s (median of %d rounds, range %s–%s)", num(q), unit, len(b.samples[unit]), num(lo), num(hi))
+		if atLeast {
+			// q ≥ limit is -q ≤ -limit.
+			return fig, ratioVerdict(-q, -hi, -lo, -limit)
+		}
+		return fig, ratioVerdict(q, lo, hi, limit)
+	}
+}
+
+// reportedMetrics reports the medians of some metrics of one benchmark.
+func reportedMetrics(pkg, name string, units ...string) func(*results, *scalereport.Report) (string, string) {
+	return func(r *results, _ *scalereport.Report) (string, string) {
+		b := r.get(pkg, name)
+		var parts []string
+		for _, u := range units {
+			if !b.has(u) {
+				return absent(name)
+			}
+			lo, hi := b.spread(u)
+			parts = append(parts, fmt.Sprintf("%s %s (range %s–%s)", num(b.median(u)), u, num(lo), num(hi)))
+		}
+		return strings.Join(parts, "; "), reported
+	}
+}
+
 var targets = []target{
 	{"#2", "`Run`: a Transition iteration ≤ 1.5× the hand-rolled loop",
 		ratioTarget(".", "RunTransition", "HandRolledTransition", "ns/op", 1.5)},
@@ -254,4 +290,18 @@ var targets = []target{
 			return fmt.Sprintf("%s× (interleaved, median of %d rounds, range %s–%s; ratio to bare channels %s× off, %s× on)", num(q),
 				len(pi.samples["on/off"]), num(lo), num(hi), num(pi.median("ratio-off")), num(pi.median("ratio-on"))), ratioVerdict(q, lo, hi, 1.2)
 		}},
+	{"#13", "`BenchmarkPerItem` (linear pipeline over bare channels) ≤ 0.5",
+		metricTarget("stage", "PerItem", "ratio", 0.5, false)},
+	{"#13", "`BenchmarkKeyedIdleMemory`: ≤ 256 bytes per idle key (16-byte state, armed timeout)",
+		metricTarget("stage", "KeyedIdleMemory", "bytes/key", 256, false)},
+	{"#13", "`BenchmarkKeyedVsHand`: a keyed mealy stage ≤ 2.0× a hand-written map-and-switch loop (100,000 keys)",
+		metricTarget("stage", "KeyedVsHand", "ratio", 2.0, false)},
+	{"#13", "`BenchmarkParallelCPU`: 2 workers ≥ 1.6× 1 worker on a CPU-bound transform",
+		metricTarget("stage", "ParallelCPU", "speedup", 1.6, true)},
+	{"#13", "Keyed timeouts: lateness with 1,000,000 armed (none lost, else the benchmark fails)",
+		reportedMetrics("stage", "KeyedTimeoutLateness", "p50-late-ns", "p99-late-ns")},
+	{"#14", "Incremental checkpoint, 1,000,000 keys with 1% changed: ≤ 100 ms",
+		metricTarget("checkpoint", "Checkpoint/delta", "ms/checkpoint", 100, false)},
+	{"#16", "kafkastage, 1 member, pass-through: ≥ 0.8× a hand-written franz-go loop",
+		metricTarget("contrib/kafkastage", "PassThrough", "ratio", 0.8, true)},
 }
