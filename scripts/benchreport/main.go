@@ -245,22 +245,22 @@ type baseline struct {
 
 // baselines maps "pkg.Name" to its same-run baseline.
 var baselines = map[string]baseline{
-	".RunTransition":                            {name: "HandRolledTransition"},
-	".RunTransitionZapInfo":                     {name: "HandRolledTransition"},
-	".RunContinue":                              {name: "HandRolledContinue"},
-	".RunContinueZapInfo":                       {name: "HandRolledContinue"},
-	".LoopTransitionObserver":                   {name: "LoopTransition"},
-	".LoopTransitionStart":                      {name: "LoopTransition"},
-	".LoopTransitionStartRestart":               {name: "LoopTransitionStart"},
-	".LooplabHandle/adapter":                    {name: "LooplabHandle/bare-Event"},
-	".LooplabHandle/adapter-cancellable-ctx":    {name: "LooplabHandle/bare-Event-cancellable-ctx"},
-	".LooplabRun/adapter":                       {name: "LooplabHandle/bare-Event", unit: "ns/op"},
-	"mealy.RunMealy":                            {name: "Baseline"},
-	"mealy.RunMealyTimed":                       {name: "Baseline"},
-	"mealy.BaselineMealy":                       {name: "Baseline"},
-	"mealy.RunHandWritten":                      {name: "Baseline"},
-	"stage.Pipeline":                            {name: "Bare"},
-	".LooplabHandle/bare-Event-cancellable-ctx": {name: "LooplabHandle/bare-Event"},
+	".RunTransition":                                   {name: "HandRolledTransition"},
+	".RunTransitionZapInfo":                            {name: "HandRolledTransition"},
+	".RunContinue":                                     {name: "HandRolledContinue"},
+	".RunContinueZapInfo":                              {name: "HandRolledContinue"},
+	".LoopTransitionObserver":                          {name: "LoopTransition"},
+	".LoopTransitionStart":                             {name: "LoopTransition"},
+	".LoopTransitionStartRestart":                      {name: "LoopTransitionStart"},
+	"looplab.LooplabHandle/adapter":                    {name: "LooplabHandle/bare-Event"},
+	"looplab.LooplabHandle/adapter-cancellable-ctx":    {name: "LooplabHandle/bare-Event-cancellable-ctx"},
+	"looplab.LooplabRun/adapter":                       {name: "LooplabHandle/bare-Event", unit: "ns/op"},
+	"mealy.RunMealy":                                   {name: "Baseline"},
+	"mealy.RunMealyTimed":                              {name: "Baseline"},
+	"mealy.BaselineMealy":                              {name: "Baseline"},
+	"mealy.RunHandWritten":                             {name: "Baseline"},
+	"stage.Pipeline":                                   {name: "Bare"},
+	"looplab.LooplabHandle/bare-Event-cancellable-ctx": {name: "LooplabHandle/bare-Event"},
 }
 
 func ratioAcross(res *results, b *bench, unit string, bl baseline) (float64, bool) {

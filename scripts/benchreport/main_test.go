@@ -156,3 +156,12 @@ func TestRatioVerdict(t *testing.T) {
 	assert.Equal(t, missed+" (borderline: some rounds within the limit)", ratioVerdict(1.6, 1.4, 2.5, 1.5))
 	assert.Equal(t, missed, ratioVerdict(1.6, 1.55, 2.5, 1.5))
 }
+
+// A benchmark that reports none of the units the report looks for (its
+// ns/op set to 0, as BenchmarkPerItem does) has an empty spread, not a
+// panic.
+func TestSpreadOfAnAbsentUnit(t *testing.T) {
+	lo, hi := (&bench{samples: map[string][]float64{}}).spread("ns/op")
+	assert.Zero(t, lo)
+	assert.Zero(t, hi)
+}

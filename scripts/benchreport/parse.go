@@ -25,9 +25,13 @@ func (b *bench) has(unit string) bool { return b != nil && len(b.samples[unit]) 
 // median is the median of b's samples of unit.
 func (b *bench) median(unit string) float64 { return median(b.samples[unit]) }
 
-// spread is the smallest and largest sample of unit.
+// spread is the smallest and largest sample of unit; 0, 0 when there is
+// none.
 func (b *bench) spread(unit string) (lo, hi float64) {
 	s := b.samples[unit]
+	if len(s) == 0 {
+		return 0, 0
+	}
 	return slices.Min(s), slices.Max(s)
 }
 

@@ -181,8 +181,8 @@ var targets = []target{
 		}},
 	{"#3", "looplab adapter: `Handle` ≤ 1.25× looplab's bare `Event`",
 		func(r *results, s *scalereport.Report) (string, string) {
-			il := r.get(".", "LooplabHandle/interleaved")
-			seq, seqOK := ratioOf(r, ".", "LooplabHandle/adapter", "LooplabHandle/bare-Event", "ns/op")
+			il := r.get("looplab", "LooplabHandle/interleaved")
+			seq, seqOK := ratioOf(r, "looplab", "LooplabHandle/adapter", "LooplabHandle/bare-Event", "ns/op")
 			if !il.has("adapter/bare") {
 				if !seqOK {
 					return absent("LooplabHandle/interleaved", "LooplabHandle/adapter", "LooplabHandle/bare-Event")
@@ -199,8 +199,8 @@ var targets = []target{
 		}},
 	{"#3", "looplab adapter: no allocations of its own beyond looplab's",
 		func(r *results, _ *scalereport.Report) (string, string) {
-			a, okA := maxAllocs(r, ".", "LooplabHandle/adapter")
-			b, okB := maxAllocs(r, ".", "LooplabHandle/bare-Event")
+			a, okA := maxAllocs(r, "looplab", "LooplabHandle/adapter")
+			b, okB := maxAllocs(r, "looplab", "LooplabHandle/bare-Event")
 			if !okA || !okB {
 				return absent("LooplabHandle/adapter", "LooplabHandle/bare-Event")
 			}
