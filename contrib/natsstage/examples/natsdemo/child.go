@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -95,6 +96,9 @@ func workerMain(args []string) error {
 	return nil
 }
 
+// liveChildren counts the child processes started and not yet reaped.
+var liveChildren atomic.Int32
+
 // child is a child process started by the parent.
 type child struct {
 	cmd   *exec.Cmd
@@ -125,6 +129,7 @@ func startChild(role string, args []string, readyWait time.Duration) (*child, er
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
+	liveChildren.Add(1)
 	c := &child{cmd: cmd, stdin: stdin, lines: make(chan string, 4), done: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -133,6 +138,7 @@ func startChild(role string, args []string, readyWait time.Duration) (*child, er
 		}
 		close(c.lines)
 		c.err = cmd.Wait()
+		liveChildren.Add(-1)
 		close(c.done)
 	}()
 	select {

@@ -107,6 +107,10 @@ func main() {
 	}
 }
 
+// errUsage is the error, matched with errors.Is, of flags that do not make
+// sense together or values out of range.
+var errUsage = errors.New("bad flags")
+
 func parse(args []string) (config, error) {
 	fs := flag.NewFlagSet("natsdemo", flag.ContinueOnError)
 	var c config
@@ -127,13 +131,13 @@ func parse(args []string) (config, error) {
 	fs.IntVar(&c.w.hash, "hash", 0, "CPU-bound work per message: rounds of SHA-256 over the payload")
 	fs.DurationVar(&c.limit, "timeout", 2*time.Minute, "give up a run after this long")
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		return c, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	c.workers = []int{1}
 	for f := range strings.SplitSeq(workers, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
-			return c, fmt.Errorf("-workers: %q is not a positive number", f)
+			return c, fmt.Errorf("%w: -workers: %q is not a positive number", errUsage, f)
 		}
 		if !slices.Contains(c.workers, n) {
 			c.workers = append(c.workers, n)
@@ -141,15 +145,15 @@ func parse(args []string) (config, error) {
 	}
 	switch {
 	case c.rounds < 1 || c.messages < 1 || c.size < 1 || c.w.prefetch < 1 || c.w.inFlight < 1 || c.w.concurrency < 1:
-		return c, errors.New("-rounds, -messages, -size, -prefetch, -inflight and -concurrency must be positive")
+		return c, fmt.Errorf("%w: -rounds, -messages, -size, -prefetch, -inflight and -concurrency must be positive", errUsage)
 	case c.w.hash < 0 || c.w.latency < 0 || c.cluster < 0:
-		return c, errors.New("-hash, -latency and -cluster must not be negative")
+		return c, fmt.Errorf("%w: -hash, -latency and -cluster must not be negative", errUsage)
 	case c.killWorker && (!c.procs || slices.Max(c.workers) < 2):
-		return c, errors.New("-kill-worker needs -procs and a worker count of 2 or more")
+		return c, fmt.Errorf("%w: -kill-worker needs -procs and a worker count of 2 or more", errUsage)
 	case c.killNode && c.cluster < 3:
-		return c, errors.New("-kill-node needs -cluster 3 or more")
+		return c, fmt.Errorf("%w: -kill-node needs -cluster 3 or more", errUsage)
 	case c.cluster > 0 && c.url != "":
-		return c, errors.New("-cluster and -server exclude each other")
+		return c, fmt.Errorf("%w: -cluster and -server exclude each other", errUsage)
 	}
 	return c, nil
 }
@@ -161,14 +165,9 @@ type result struct {
 }
 
 func run(args []string, out io.Writer) (err error) {
-	c, err := parse(args)
-	if err != nil {
-		return err
-	}
-	n := c.workers[len(c.workers)-1]
+	var n, lost, dups int
 	rates := map[int][]float64{}
 	var raw []float64
-	var lost, dups int
 	defer func() {
 		ratio, rawRatio := 0.0, 0.0
 		if err == nil {
@@ -178,6 +177,11 @@ func run(args []string, out io.Writer) (err error) {
 		fmt.Fprintf(out, "scale: workers=%d ratio=%.2f lost=%d duplicates=%d raw_ratio=%.2f\n",
 			n, ratio, lost, dups, rawRatio)
 	}()
+	c, err := parse(args)
+	if err != nil {
+		return err
+	}
+	n = c.workers[len(c.workers)-1]
 
 	var srv *servers
 	if c.url == "" {
