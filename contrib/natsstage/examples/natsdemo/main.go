@@ -1,27 +1,61 @@
 // Command natsdemo runs stage pipelines as workers over NATS JetStream and
-// measures them: it fills an input stream, starts N workers that share one
-// durable consumer (each a stage.Pipeline with its own connection, as if on
-// its own machine), waits until every message is in the output stream,
-// then prints per-worker counts, end-to-end totals and the throughput.
+// measures how they scale out: it fills an input stream, lets N workers
+// share one durable consumer of it, waits until every message is in the
+// output stream, checks that each input is there exactly once, and prints
+// per-worker counts, totals and the throughput.
 //
-// By default it starts an embedded JetStream server on a random loopback
-// port with its store in a temporary directory; -server nats://host:port
-// uses a running server instead. The demo (re)creates the streams
-// DEMO_IN and DEMO_OUT there, deleting any previous ones.
+// # Where things run
 //
-// -workers takes a list: "-workers 1,3 -rounds 3" measures 1 and 3 workers,
-// interleaved, three times each, and prints the median throughput of each
-// and its ratio to the first. Each worker upper-cases the payload; -hash N
-// adds N rounds of SHA-256 per message, to play a CPU-bound stage.
+// By default the workers run in the demo's process, each with its own
+// connection; -procs runs each as its own OS process (the demo re-executes
+// itself), connected over loopback. JetStream is one embedded server in the
+// demo's process, on a random loopback port with its store in a temporary
+// directory; -cluster 3 starts a JetStream cluster of three nodes instead,
+// each in a process of its own, and the streams get three replicas;
+// -server nats://host:port uses a running server. The demo (re)creates the
+// streams DEMO_IN and DEMO_OUT there before each run, deleting any previous
+// ones.
 //
-//	go run ./examples/natsdemo -workers 1,3 -rounds 3 -messages 50000
+// # The workload
+//
+// Each worker upper-cases the payload. -latency D makes each message wait D
+// first, a stand-in for a call to another service, with -concurrency
+// messages in flight per worker: such a stage is bound by the wait, not by
+// the CPU, and scales with workers on any machine. -hash N adds N rounds of
+// SHA-256 per message, a CPU-bound stage.
+//
+// # Runs and the summary
+//
+// -workers takes a list: "-workers 1,4 -rounds 3" measures 1 and 4
+// workers, and a baseline — the same work written as a plain nats.go loop
+// (fetch, process, publish asynchronously, acknowledge), one worker — three
+// times each, interleaved. A list that does not start with 1 gets 1 put
+// first. The last line is always
+//
+//	scale: workers=N ratio=R lost=L duplicates=D raw_ratio=Q
+//
+// where N is the last worker count of the list, R the median throughput of
+// N workers over that of 1, L the inputs missing from the output stream and
+// D the inputs present more than once (summed over every run), and Q the
+// median throughput of 1 natsstage worker over that of the raw loop. A run
+// that fails leaves R or Q at 0 and the demo exits with status 1.
+//
+// # Crashes
+//
+// -kill-worker (with -procs) SIGKILLs the last worker once a third of the
+// output is in; -kill-node (with -cluster) SIGKILLs the cluster node that
+// leads the input stream, and restarts it after the run. Both apply to the
+// runs of N workers, whose throughput then includes the recovery (the
+// consumer redelivers a dead worker's messages after its AckWait, 3s), so R
+// means little there; L and D are what they check.
+//
+//	go run ./examples/natsdemo -procs -workers 1,4 -latency 2ms -rounds 3
+//	go run ./examples/natsdemo -procs -cluster 3 -kill-node -workers 1,4 -latency 2ms
 package main
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,12 +66,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/stagefsm/stagefsm/contrib/natsstage"
-	"github.com/stagefsm/stagefsm/stage"
 )
 
 const (
@@ -46,187 +76,328 @@ const (
 	inSubj    = "demo.in"
 	outSubj   = "demo.out"
 	durable   = "demo-workers"
+	// ackWait is the consumer's AckWait: how long a dead worker's messages
+	// wait for their redelivery.
+	ackWait = 3 * time.Second
+	// stopWait bounds a worker's drain once told to stop.
+	stopWait = 30 * time.Second
 )
 
 type config struct {
-	url      string
-	workers  []int
-	rounds   int
-	messages int
-	size     int
-	prefetch int
-	inFlight int
-	hash     int
-	limit    time.Duration
+	url        string
+	workers    []int
+	rounds     int
+	messages   int
+	size       int
+	procs      bool
+	cluster    int
+	killWorker bool
+	killNode   bool
+	limit      time.Duration
+	w          workerConfig
 }
 
 func main() {
+	if role := os.Getenv(roleEnv); role != "" {
+		os.Exit(childMain(role, os.Args[1:]))
+	}
 	if err := run(os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "natsdemo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string, out io.Writer) error {
+// errUsage is the error, matched with errors.Is, of flags that do not make
+// sense together or values out of range.
+var errUsage = errors.New("bad flags")
+
+func parse(args []string) (config, error) {
 	fs := flag.NewFlagSet("natsdemo", flag.ContinueOnError)
 	var c config
 	var workers string
 	fs.StringVar(&c.url, "server", "", "NATS server URL (nats://host:port); empty starts an embedded server")
-	fs.StringVar(&workers, "workers", "3", "number of workers, or a comma-separated list of numbers to compare")
+	fs.StringVar(&workers, "workers", "1,3", "comma-separated worker counts to compare (1 is always measured first)")
 	fs.IntVar(&c.rounds, "rounds", 1, "runs of each worker count, interleaved")
 	fs.IntVar(&c.messages, "messages", 20000, "messages to process per run")
 	fs.IntVar(&c.size, "size", 128, "payload size in bytes")
-	fs.IntVar(&c.prefetch, "prefetch", 256, "messages each worker pulls ahead")
-	fs.IntVar(&c.inFlight, "inflight", 256, "publishes each worker keeps in flight")
-	fs.IntVar(&c.hash, "hash", 0, "CPU work per message: rounds of SHA-256 over the payload")
+	fs.BoolVar(&c.procs, "procs", false, "run each worker as its own OS process")
+	fs.IntVar(&c.cluster, "cluster", 0, "start a JetStream cluster of this many nodes, each its own process (0: one embedded server)")
+	fs.BoolVar(&c.killWorker, "kill-worker", false, "SIGKILL the last worker mid-stream (needs -procs)")
+	fs.BoolVar(&c.killNode, "kill-node", false, "SIGKILL the input stream's leader node mid-stream (needs -cluster)")
+	fs.IntVar(&c.w.prefetch, "prefetch", 256, "messages each worker pulls ahead")
+	fs.IntVar(&c.w.inFlight, "inflight", 256, "publishes each worker keeps in flight")
+	fs.IntVar(&c.w.concurrency, "concurrency", 8, "messages each worker processes at once")
+	fs.DurationVar(&c.w.latency, "latency", 0, "I/O-bound work per message: a wait of this long")
+	fs.IntVar(&c.w.hash, "hash", 0, "CPU-bound work per message: rounds of SHA-256 over the payload")
 	fs.DurationVar(&c.limit, "timeout", 2*time.Minute, "give up a run after this long")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return c, fmt.Errorf("%w: %w", errUsage, err)
 	}
+	c.workers = []int{1}
 	for f := range strings.SplitSeq(workers, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
-			return fmt.Errorf("-workers: %q is not a positive number", f)
+			return c, fmt.Errorf("%w: -workers: %q is not a positive number", errUsage, f)
 		}
-		c.workers = append(c.workers, n)
+		if !slices.Contains(c.workers, n) {
+			c.workers = append(c.workers, n)
+		}
 	}
-	if c.rounds < 1 || c.messages < 1 || c.size < 1 || c.hash < 0 {
-		return errors.New("-rounds, -messages and -size must be positive, -hash not negative")
+	switch {
+	case c.rounds < 1 || c.messages < 1 || c.size < 1 || c.w.prefetch < 1 || c.w.inFlight < 1 || c.w.concurrency < 1:
+		return c, fmt.Errorf("%w: -rounds, -messages, -size, -prefetch, -inflight and -concurrency must be positive", errUsage)
+	case c.w.hash < 0 || c.w.latency < 0 || c.cluster < 0:
+		return c, fmt.Errorf("%w: -hash, -latency and -cluster must not be negative", errUsage)
+	case c.killWorker && (!c.procs || slices.Max(c.workers) < 2):
+		return c, fmt.Errorf("%w: -kill-worker needs -procs and a worker count of 2 or more", errUsage)
+	case c.killNode && c.cluster < 3:
+		return c, fmt.Errorf("%w: -kill-node needs -cluster 3 or more", errUsage)
+	case c.cluster > 0 && c.url != "":
+		return c, fmt.Errorf("%w: -cluster and -server exclude each other", errUsage)
 	}
+	return c, nil
+}
 
+// result is what one run measured.
+type result struct {
+	rate            float64
+	lost, duplicate int
+}
+
+func run(args []string, out io.Writer) (err error) {
+	var n, lost, dups int
+	rates := map[int][]float64{}
+	var raw []float64
+	defer func() {
+		ratio, rawRatio := 0.0, 0.0
+		if err == nil {
+			ratio = median(rates[n]) / median(rates[1])
+			rawRatio = median(rates[1]) / median(raw)
+		}
+		fmt.Fprintf(out, "scale: workers=%d ratio=%.2f lost=%d duplicates=%d raw_ratio=%.2f\n",
+			n, ratio, lost, dups, rawRatio)
+	}()
+	c, err := parse(args)
+	if err != nil {
+		return err
+	}
+	n = c.workers[len(c.workers)-1]
+
+	var srv *servers
 	if c.url == "" {
-		srv, dir, err := embedded()
-		if err != nil {
+		if srv, err = startServers(c.cluster); err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
-		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-		c.url = srv.ClientURL()
-		fmt.Fprintf(out, "embedded JetStream server at %s, store in %s\n", c.url, dir)
+		defer srv.close()
+		c.url = srv.url
+		if c.cluster > 0 {
+			fmt.Fprintf(out, "JetStream cluster of %d node processes at %s, stores in %s\n", c.cluster, c.url, srv.dir)
+		} else {
+			fmt.Fprintf(out, "embedded JetStream server at %s, store in %s\n", c.url, srv.dir)
+		}
+	} else {
+		srv = &servers{url: c.url, replicas: 1}
 	}
+	c.w.url = c.url
 
-	rates := map[int][]float64{}
 	for round := 1; round <= c.rounds; round++ {
-		for _, n := range c.workers {
-			fmt.Fprintf(out, "\n== round %d, %d worker(s), %d messages of %d bytes, %d hash rounds each\n",
-				round, n, c.messages, c.size, c.hash)
-			rate, err := measure(c, n, out)
+		for _, k := range append([]int{0}, c.workers...) { // 0: the raw loop
+			name := fmt.Sprintf("%d natsstage worker(s)", k)
+			if k == 0 {
+				name = "raw nats.go loop, 1 worker"
+			}
+			fmt.Fprintf(out, "\n== round %d, %s, %d messages of %d bytes, latency %v x %d in flight, %d hash rounds\n",
+				round, name, c.messages, c.size, c.w.latency, c.w.concurrency, c.w.hash)
+			r, err := measure(c, srv, k, k == n && (c.killWorker || c.killNode), out)
+			lost += r.lost
+			dups += r.duplicate
 			if err != nil {
 				return err
 			}
-			rates[n] = append(rates[n], rate)
+			if k == 0 {
+				raw = append(raw, r.rate)
+			} else {
+				rates[k] = append(rates[k], r.rate)
+			}
 		}
 	}
-	if len(c.workers) > 1 || c.rounds > 1 {
-		fmt.Fprintf(out, "\n== summary (median of %d round(s))\n", c.rounds)
-		base := median(rates[c.workers[0]])
-		for _, n := range c.workers {
-			m := median(rates[n])
-			fmt.Fprintf(out, "%d worker(s): %8.0f msgs/s  (%.2fx %d worker(s))\n", n, m, m/base, c.workers[0])
-		}
+	fmt.Fprintf(out, "\n== summary (median of %d round(s))\n", c.rounds)
+	base := median(rates[1])
+	fmt.Fprintf(out, "raw loop:     %8.0f msgs/s  (1 natsstage worker: %.2fx)\n", median(raw), base/median(raw))
+	for _, k := range c.workers {
+		m := median(rates[k])
+		fmt.Fprintf(out, "%2d worker(s): %8.0f msgs/s  (%.2fx 1 worker)\n", k, m, m/base)
 	}
 	return nil
 }
 
-// embedded starts a JetStream server on a random loopback port with its
-// store in a new temporary directory.
-func embedded() (*server.Server, string, error) {
-	dir, err := os.MkdirTemp("", "natsdemo-")
-	if err != nil {
-		return nil, "", err
-	}
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT,
-		JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, "", err
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		os.RemoveAll(dir)
-		return nil, "", errors.New("embedded server not ready")
-	}
-	return srv, dir, nil
+// handle is a running worker: a process, or a goroutine of the demo.
+type handle struct {
+	proc *child
+	stop chan struct{}
+	done chan workerResult
 }
 
-// worker is one pipeline with its own connection.
-type worker struct {
-	nc   *nats.Conn
-	src  *natsstage.Source
-	sink *natsstage.Sink
-	p    *stage.Pipeline
+type workerResult struct {
+	st  workerStats
+	err error
 }
 
-// measure runs one round with n workers and returns its throughput in
-// messages per second.
-func measure(c config, n int, out io.Writer) (float64, error) {
+func startWorker(c config, raw bool) (*handle, error) {
+	wc := c.w
+	wc.raw = raw
+	if c.procs {
+		p, err := startChild(roleWorker, workerArgs(wc), 30*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		return &handle{proc: p}, nil
+	}
+	h := &handle{stop: make(chan struct{}), done: make(chan workerResult, 1)}
+	ready := make(chan struct{})
+	go func() {
+		st, err := runWorker(wc, h.stop, func() { close(ready) })
+		h.done <- workerResult{st, err}
+	}()
+	select {
+	case <-ready:
+		return h, nil
+	case r := <-h.done:
+		return nil, r.err
+	}
+}
+
+func (h *handle) finish() (workerStats, error) {
+	if h.proc != nil {
+		return stopWorker(h.proc, stopWait)
+	}
+	close(h.stop)
+	r := <-h.done
+	return r.st, r.err
+}
+
+// measure runs one round with k workers (k = 0: the raw loop) and returns
+// its throughput and what the output stream lacks or holds twice. With
+// crash set it SIGKILLs what the flags say once a third of the output is in.
+func measure(c config, srv *servers, k int, crash bool, out io.Writer) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.limit)
 	defer cancel()
 	nc, js, err := connect(c.url)
 	if err != nil {
-		return 0, err
+		return result{}, err
 	}
 	defer nc.Close()
-	if err := reset(ctx, js, c, n); err != nil {
-		return 0, err
+	if err := retry(ctx, func(ctx context.Context) error { return reset(ctx, js, c, srv.replicas, max(k, 1)) }); err != nil {
+		return result{}, fmt.Errorf("creating the streams: %w", err)
 	}
-	t0 := time.Now()
-	if err := fill(ctx, js, c); err != nil {
-		return 0, err
-	}
-	fmt.Fprintf(out, "input:    %d messages published in %v\n", c.messages, time.Since(t0).Round(time.Millisecond))
 
-	workers := make([]*worker, 0, n)
-	defer func() {
-		for _, w := range workers {
-			w.p.Abort()
-			_ = w.p.Wait(context.Background())
-			w.nc.Close()
+	workers := make([]*handle, 0, max(k, 1))
+	killed := -1
+	defer func() { // on failure
+		for i, w := range workers {
+			if i != killed {
+				_, _ = w.finish()
+			}
 		}
 	}()
-	start := time.Now()
-	for range n {
-		w, err := startWorker(ctx, c)
+	for range max(k, 1) {
+		w, err := startWorker(c, k == 0)
 		if err != nil {
-			return 0, err
+			return result{}, err
 		}
 		workers = append(workers, w)
 	}
-	if err := awaitOutput(ctx, js, uint64(c.messages)); err != nil {
-		return 0, err
+
+	start := time.Now()
+	if err := fill(ctx, js, c); err != nil {
+		return result{}, err
+	}
+	fmt.Fprintf(out, "input:    %d messages published in %v\n", c.messages, time.Since(start).Round(time.Millisecond))
+	var killedNode string
+	trigger := func(stored uint64) error {
+		if !crash || stored < uint64(c.messages)/3 || killed >= 0 || killedNode != "" {
+			return nil
+		}
+		if c.killWorker {
+			killed = len(workers) - 1
+			workers[killed].proc.kill()
+			fmt.Fprintf(out, "killed:   worker %d (SIGKILL) with %d of %d outputs in\n", killed+1, stored, c.messages)
+		}
+		if c.killNode {
+			st, err := js.Stream(ctx, inStream)
+			if err != nil {
+				return err
+			}
+			killedNode = st.CachedInfo().Cluster.Leader
+			if err := srv.kill(killedNode); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "killed:   node %s (SIGKILL), the leader of %s, with %d of %d outputs in\n",
+				killedNode, inStream, stored, c.messages)
+		}
+		return nil
+	}
+	if err := awaitOutput(ctx, js, uint64(c.messages), trigger); err != nil {
+		return result{}, err
 	}
 	elapsed := time.Since(start)
 
-	var received, redelivered, published, duplicates uint64
+	var total workerStats
 	for i, w := range workers {
-		w.p.Drain()
-		if err := w.p.Wait(ctx); err != nil {
-			return 0, fmt.Errorf("worker %d: %w", i+1, err)
+		if i == killed {
+			fmt.Fprintf(out, "worker %d: killed\n", i+1)
+			continue
 		}
-		ss, ks := w.src.Stats(), w.sink.Stats()
-		fmt.Fprintf(out, "worker %d: received %6d (redelivered %d), published %6d (duplicates dropped %d)\n",
-			i+1, ss.Received, ss.Redelivered, ks.Published, ks.Duplicates)
-		received += ss.Received
-		redelivered += ss.Redelivered
-		published += ks.Published
-		duplicates += ks.Duplicates
+		st, err := w.finish()
+		if err != nil {
+			workers = workers[i+1:]
+			killed = -1
+			return result{}, fmt.Errorf("worker %d: %w", i+1, err)
+		}
+		fmt.Fprintf(out, "worker %d: %v\n", i+1, st)
+		total.received += st.received
+		total.redelivered += st.redelivered
+		total.published += st.published
+		total.duplicates += st.duplicates
 	}
-	st, err := js.Stream(ctx, outStream)
-	if err != nil {
-		return 0, err
+	workers = nil
+	r := result{rate: float64(c.messages) / elapsed.Seconds()}
+	var stored int
+	if err := retry(ctx, func(ctx context.Context) (err error) {
+		stored, r.lost, r.duplicate, err = verify(ctx, js, c.messages)
+		return err
+	}); err != nil {
+		return r, fmt.Errorf("reading the output: %w", err)
 	}
-	stored := st.CachedInfo().State.Msgs
-	rate := float64(c.messages) / elapsed.Seconds()
-	fmt.Fprintf(out, "total:    received %d (redelivered %d), published %d (duplicates dropped %d), output stream holds %d of %d\n",
-		received, redelivered, published, duplicates, stored, c.messages)
-	fmt.Fprintf(out, "time:     %v end to end, %.0f msgs/s\n", elapsed.Round(time.Millisecond), rate)
-	if stored != uint64(c.messages) {
-		return 0, fmt.Errorf("output stream holds %d messages, want %d", stored, c.messages)
+	fmt.Fprintf(out, "total:    %v; output stream holds %d: %d inputs lost, %d duplicated\n",
+		total, stored, r.lost, r.duplicate)
+	fmt.Fprintf(out, "time:     %v end to end, %.0f msgs/s\n", elapsed.Round(time.Millisecond), r.rate)
+	if killedNode != "" {
+		if err := srv.restart(); err != nil {
+			return r, err
+		}
+		fmt.Fprintf(out, "restarted: node %s\n", killedNode)
 	}
-	return rate, nil
+	return r, nil
+}
+
+// retry calls f until it succeeds or ctx ends, each time with a context
+// of its own that ends after 5s: a cluster answers errors, or nothing,
+// while it elects leaders.
+func retry(ctx context.Context, f func(ctx context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		}
+	}
 }
 
 func connect(url string) (*nats.Conn, jetstream.JetStream, error) {
@@ -243,24 +414,23 @@ func connect(url string) (*nats.Conn, jetstream.JetStream, error) {
 }
 
 // reset (re)creates the input and output streams and the durable
-// consumer.
-func reset(ctx context.Context, js jetstream.JetStream, c config, n int) error {
+// consumer, for n workers.
+func reset(ctx context.Context, js jetstream.JetStream, c config, replicas, n int) error {
 	for _, name := range []string{inStream, outStream} {
 		if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			return err
 		}
 	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: inStream, Subjects: []string{inSubj}}); err != nil {
-		return err
-	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: outStream, Subjects: []string{outSubj}}); err != nil {
-		return err
+	for name, subj := range map[string]string{inStream: inSubj, outStream: outSubj} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}, Replicas: replicas}); err != nil {
+			return err
+		}
 	}
 	_, err := js.CreateOrUpdateConsumer(ctx, inStream, jetstream.ConsumerConfig{
 		Durable:       durable,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxAckPending: 2 * n * (c.prefetch + c.inFlight),
+		AckWait:       ackWait,
+		MaxAckPending: 2 * n * (c.w.prefetch + c.w.inFlight + c.w.concurrency),
 	})
 	return err
 }
@@ -281,57 +451,20 @@ func fill(ctx context.Context, js jetstream.JetStream, c config) error {
 	}
 }
 
-// digest hashes data rounds times, as a stand-in for real work.
-func digest(data []byte, rounds int) string {
-	sum := sha256.Sum256(data)
-	for range rounds - 1 {
-		sum = sha256.Sum256(sum[:])
-	}
-	return hex.EncodeToString(sum[:])
-}
-
-// startWorker starts a pipeline: the shared consumer, a transform that
-// upper-cases the payload (and hashes it, with -hash), the output stream.
-func startWorker(ctx context.Context, c config) (*worker, error) {
-	nc, js, err := connect(c.url)
-	if err != nil {
-		return nil, err
-	}
-	w := &worker{
-		nc:   nc,
-		src:  natsstage.NewSource(js, inStream, durable, natsstage.WithPrefetch(c.prefetch)),
-		sink: natsstage.NewSink(js, outSubj, natsstage.WithMaxInFlight(c.inFlight)),
-	}
-	upper := natsstage.Transform(func(_ context.Context, m *natsstage.Msg, emit func(*natsstage.Msg)) error {
-		m.Data = bytes.ToUpper(m.Data)
-		if c.hash > 0 {
-			m.Header = nats.Header{"Sha256": []string{digest(m.Data, c.hash)}}
-		}
-		emit(m)
-		return nil
-	})
-	w.p = stage.To(stage.Then(stage.From("in", w.src), "upper", upper), "out", w.sink,
-		stage.WithDeadLetter(natsstage.DeadLetter(func(it stage.Item[any]) {
-			fmt.Fprintf(os.Stderr, "dead letter: %v\n", it)
-		})))
-	if err := w.p.Start(ctx); err != nil {
-		nc.Close()
-		return nil, err
-	}
-	return w, nil
-}
-
-// awaitOutput polls the output stream until it holds want messages.
-func awaitOutput(ctx context.Context, js jetstream.JetStream, want uint64) error {
+// awaitOutput polls the output stream until it holds want messages,
+// calling trigger with each count it sees.
+func awaitOutput(ctx context.Context, js jetstream.JetStream, want uint64, trigger func(uint64) error) error {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		st, err := js.Stream(ctx, outStream)
-		if err != nil {
-			return err
-		}
-		if st.CachedInfo().State.Msgs >= want {
-			return nil
+		if st, err := js.Stream(ctx, outStream); err == nil { // errors pass while a cluster elects a leader
+			n := st.CachedInfo().State.Msgs
+			if n >= want {
+				return nil
+			}
+			if err := trigger(n); err != nil {
+				return err
+			}
 		}
 		select {
 		case <-tick.C:
@@ -342,6 +475,9 @@ func awaitOutput(ctx context.Context, js jetstream.JetStream, want uint64) error
 }
 
 func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	if len(s)%2 == 1 {

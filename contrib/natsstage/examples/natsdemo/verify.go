@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// verify reads the whole output stream and returns how many messages it
+// holds, how many of the inputs 1…n (by their sequence in the input stream,
+// which each output carries in its message id) are missing from it, and
+// how many are there more than once.
+func verify(ctx context.Context, js jetstream.JetStream, n int) (stored, lost, duplicated int, err error) {
+	st, err := js.Stream(ctx, outStream)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	total := int(st.CachedInfo().State.Msgs)
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	seen := make([]int, n+1)
+	prefix := inStream + ":"
+	for stored < total {
+		batch, err := cons.Fetch(min(1000, total-stored), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		for m := range batch.Messages() {
+			stored++
+			id := m.Headers().Get(jetstream.MsgIDHeader)
+			seq, err := strconv.Atoi(strings.TrimPrefix(id, prefix))
+			if !strings.HasPrefix(id, prefix) || err != nil || seq < 1 || seq > n {
+				return 0, 0, 0, fmt.Errorf("output %d has the message id %q, not one of an input", stored, id)
+			}
+			seen[seq]++
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return 0, 0, 0, err
+		}
+	}
+	for _, k := range seen[1:] {
+		switch {
+		case k == 0:
+			lost++
+		case k > 1:
+			duplicated++
+		}
+	}
+	return stored, lost, duplicated, nil
+}
