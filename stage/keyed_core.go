@@ -400,14 +400,7 @@ func (k *keyedCore[I, K, O]) unprocessed(b []Item[I], fatal int) []Item[I] {
 			}
 		}
 	}
-	slices.Sort(left)
-	held := make([]Item[I], 0, len(left)+1)
-	if fatal >= 0 {
-		held = append(held, b[fatal])
-	}
-	for _, j := range left {
-		held = append(held, b[j])
-	}
+	held := heldAfterFatal(b, fatal, left) // before b is cleared for reuse
 	k.in.put(b)
 	return held
 }

@@ -392,14 +392,7 @@ func (p *parallelCore[I, O]) unprocessed(b []Item[I], used, fatal int) []Item[I]
 			}
 		}
 	}
-	slices.Sort(left)
-	held := make([]Item[I], 0, len(left)+1)
-	if fatal >= 0 {
-		held = append(held, b[fatal])
-	}
-	for _, j := range left {
-		held = append(held, b[j])
-	}
+	held := heldAfterFatal(b, fatal, left) // before b is cleared for reuse
 	p.in.put(b)
 	return held
 }
@@ -428,4 +421,19 @@ func ApplyParallel[I, O any](in *Stream[I], name string, t Transform[I, O], par 
 	}
 	u.core = newParallelCore(u, t, par, read(g, in, name), out.edge)
 	return out
+}
+
+// heldAfterFatal returns what a stage of several workers holds after a
+// Fatal error: the failed item at fatal (if any) first, then the items at
+// left — the ones no worker finished — in input order, copied out of b.
+func heldAfterFatal[I any](b []Item[I], fatal int, left []int) []Item[I] {
+	slices.Sort(left)
+	held := make([]Item[I], 0, len(left)+1)
+	if fatal >= 0 {
+		held = append(held, b[fatal])
+	}
+	for _, j := range left {
+		held = append(held, b[j])
+	}
+	return held
 }
