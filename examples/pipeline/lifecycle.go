@@ -58,6 +58,12 @@ type orderState struct {
 	timedOut bool
 }
 
+// String formats the state for error messages without the customer's
+// address, so that they read the same in every run.
+func (s orderState) String() string {
+	return s.status.String()
+}
+
 // step is the lifecycle's only action: report the outcome of an order that
 // reached an end state.
 type step uint8

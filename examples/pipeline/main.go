@@ -72,6 +72,8 @@ type config struct {
 	mermaid      bool
 	mermaidFSM   bool
 	cpuProfile   string
+	state        string
+	cpEvery      time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -97,6 +99,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.progress, "progress", 100*time.Millisecond, "interval of the progress line on stderr (0: none)")
 	fs.BoolVar(&c.mermaid, "mermaid", false, "print the pipeline's graph as a Mermaid flowchart and exit")
 	fs.BoolVar(&c.mermaidFSM, "mermaid-lifecycle", false, "print the per-order lifecycle machine as a Mermaid state diagram and exit")
+	fs.StringVar(&c.state, "state", "", "checkpoint into `dir` (created if needed) and, when it holds a checkpoint, resume from it: after a crash, run again with the same -state (and -in, -out) and the outputs end as if the crash never happened")
+	fs.DurationVar(&c.cpEvery, "checkpoint-every", time.Second, "with -state: the interval `D` between checkpoints (and one at the end)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the pipeline's run (not the data generation) to `file`")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: pipeline [flags]
@@ -125,6 +129,8 @@ Flags:
 		return c, errors.New("negative values (and -fail-rate above 1) make no sense")
 	case c.abandonAfter <= 0:
 		return c, errors.New("-abandon-after must be positive")
+	case c.cpEvery <= 0:
+		return c, errors.New("-checkpoint-every must be positive")
 	}
 	return c, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -320,6 +321,9 @@ func generateCustomers(path string, n int, seed uint64) ([]uint8, error) {
 // lineSource reads the lines of a CSV file after its header. It reads the
 // file in chunks and makes one string of each, so that a line costs no
 // allocation of its own. It counts the lines that start with countPrefix.
+//
+// It is a [stage.Resumable]: its position is the byte offset just after the
+// last line it emitted and the count so far, and Resume seeks there.
 type lineSource struct {
 	path, header string
 	countPrefix  string
@@ -327,6 +331,8 @@ type lineSource struct {
 	f            *os.File
 	r            *bufio.Reader
 	chunk        string // lines read and not emitted yet
+	read         int64  // the file's bytes read so far: chunk ends there
+	bodyAt       int64  // the offset of the first line after the header
 	eof          bool
 }
 
@@ -343,6 +349,8 @@ func (s *lineSource) Open(context.Context) error {
 	if strings.TrimRight(header, "\r\n") != s.header {
 		return fmt.Errorf("%s: want the header %q (%v)", s.path, s.header, err)
 	}
+	s.bodyAt = int64(len(header))
+	s.read = s.bodyAt
 	return nil
 }
 
@@ -395,7 +403,56 @@ func (s *lineSource) fill() error {
 		}
 	}
 	s.chunk = string(buf)
+	s.read += int64(len(buf))
 	return nil
+}
+
+// Position returns the offset just after the last line emitted and the
+// count of lines with countPrefix, as two uvarints.
+func (s *lineSource) Position() ([]byte, error) {
+	pos := binary.AppendUvarint(nil, uint64(s.read-int64(len(s.chunk))))
+	return binary.AppendUvarint(pos, uint64(s.counted.Load())), nil
+}
+
+// errPosition is the error of a Resume whose position does not fit its
+// file or its sink: the checkpoint is not of these files.
+var errPosition = errors.New("position does not fit the file")
+
+// Resume goes on with the line at the offset pos holds, which must be
+// within the file's lines.
+func (s *lineSource) Resume(_ context.Context, pos []byte) error {
+	off, count, err := decodePosition(pos)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.path, err)
+	}
+	fi, err := s.f.Stat()
+	if err != nil {
+		return err
+	}
+	if off < s.bodyAt || off > fi.Size() {
+		return fmt.Errorf("%s: %w: offset %d, lines from %d to %d", s.path, errPosition, off, s.bodyAt, fi.Size())
+	}
+	if _, err := s.f.Seek(off, io.SeekStart); err != nil {
+		return err
+	}
+	s.r.Reset(s.f)
+	s.chunk, s.read, s.eof = "", off, false
+	s.counted.Store(count)
+	return nil
+}
+
+// decodePosition decodes the two uvarints of a position: an offset and a
+// count.
+func decodePosition(pos []byte) (off, count int64, err error) {
+	o, n := binary.Uvarint(pos)
+	if n <= 0 {
+		return 0, 0, fmt.Errorf("%w: %x is not a position", errPosition, pos)
+	}
+	c, m := binary.Uvarint(pos[n:])
+	if m <= 0 || n+m != len(pos) || o > math.MaxInt64 || c > math.MaxInt64 {
+		return 0, 0, fmt.Errorf("%w: %x is not a position", errPosition, pos)
+	}
+	return int64(o), int64(c), nil
 }
 
 func (s *lineSource) Close() error { return s.f.Close() }
@@ -432,6 +489,12 @@ type OrderEvent struct {
 	Quantity uint16 // placed events only
 	Kind     EventKind
 	Country  uint8 // index in countries, set by the join
+}
+
+// String formats the event for error messages (and so dead letters)
+// without the customer's address, so that they read the same in every run.
+func (e OrderEvent) String() string {
+	return fmt.Sprintf("%s of order %d at %d (customer C%06d)", e.Kind, e.Order, e.At, e.Customer)
 }
 
 var (

@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -18,17 +20,26 @@ import (
 // is empty. With slow set it waits that long per item; with flaky set it
 // loses its connection on every flaky-th item, and its stage is restarted:
 // Open then reopens the file for appending.
+//
+// It is a [stage.Resumable]: its position is the length of what it wrote,
+// flushed and synced, and the count of items; Resume truncates the file to
+// that length and appends from there, so that what a crash left after the
+// checkpoint is written once. The first Open leaves the file as it is until
+// the sink knows whether it resumes: the first Consume, Flush, Position or
+// Close without a Resume truncates it.
 type fileSink[T any] struct {
-	path   string
-	slow   time.Duration
-	flaky  int64
-	encode func([]byte, T) []byte
-	f      *os.File
-	w      *bufio.Writer
-	buf    []byte
-	opens  int
-	writes int64
-	rows   atomic.Int64
+	path    string
+	slow    time.Duration
+	flaky   int64
+	encode  func([]byte, T) []byte
+	f       *os.File
+	w       *bufio.Writer
+	buf     []byte
+	opens   int
+	fresh   bool  // opened, neither resumed nor truncated yet
+	written int64 // bytes written to w since the file was empty
+	writes  int64
+	rows    atomic.Int64
 }
 
 // errConnReset is the failure -flaky-sink injects.
@@ -38,17 +49,27 @@ func (s *fileSink[T]) Open(context.Context) error {
 	if s.path == "" {
 		return nil
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	flags := os.O_WRONLY | os.O_CREATE
 	if s.opens > 0 {
 		flags = os.O_WRONLY | os.O_APPEND // a restart: keep what was written
 	}
-	s.opens++
 	f, err := os.OpenFile(s.path, flags, 0o644)
 	if err != nil {
 		return err
 	}
+	s.fresh = s.opens == 0
+	s.opens++
 	s.f, s.w = f, bufio.NewWriterSize(f, 1<<16)
 	return nil
+}
+
+// start truncates a fresh file: the sink does not resume.
+func (s *fileSink[T]) start() error {
+	if !s.fresh {
+		return nil
+	}
+	s.fresh = false
+	return s.f.Truncate(0)
 }
 
 func (s *fileSink[T]) Consume(ctx context.Context, v T) error {
@@ -65,10 +86,14 @@ func (s *fileSink[T]) Consume(ctx context.Context, v T) error {
 		return fatal(fmt.Errorf("item %d: %w", s.writes, errConnReset))
 	}
 	if s.w != nil {
+		if err := s.start(); err != nil {
+			return fatal(err)
+		}
 		s.buf = append(s.encode(s.buf[:0], v), '\n')
 		if _, err := s.w.Write(s.buf); err != nil {
 			return fatal(err) // the file is broken: no point going on
 		}
+		s.written += int64(len(s.buf))
 	}
 	s.rows.Add(1)
 	return nil
@@ -78,17 +103,70 @@ func (s *fileSink[T]) Flush(context.Context) error {
 	if s.w == nil {
 		return nil
 	}
+	if err := s.start(); err != nil {
+		return err
+	}
 	return s.w.Flush()
+}
+
+// Position flushes and syncs the file, and returns its length and the
+// count of items as two uvarints.
+func (s *fileSink[T]) Position() ([]byte, error) {
+	if s.w != nil {
+		if err := s.start(); err != nil {
+			return nil, err
+		}
+		if err := s.w.Flush(); err != nil {
+			return nil, err
+		}
+		if err := s.f.Sync(); err != nil {
+			return nil, err
+		}
+	}
+	pos := binary.AppendUvarint(nil, uint64(s.written))
+	return binary.AppendUvarint(pos, uint64(s.rows.Load())), nil
+}
+
+// Resume truncates the file to the length pos holds, which the file must
+// have reached (else output the checkpoint counts on is lost), and appends
+// from there.
+func (s *fileSink[T]) Resume(_ context.Context, pos []byte) error {
+	off, rows, err := decodePosition(pos)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.path, err)
+	}
+	if s.f != nil {
+		fi, err := s.f.Stat()
+		if err != nil {
+			return err
+		}
+		if fi.Size() < off {
+			return fmt.Errorf("%s: %w: %d bytes, the checkpoint has %d", s.path, errPosition, fi.Size(), off)
+		}
+		if err := s.f.Truncate(off); err != nil {
+			return err
+		}
+		if _, err := s.f.Seek(off, io.SeekStart); err != nil {
+			return err
+		}
+		s.fresh = false
+	} else if off != 0 {
+		return fmt.Errorf("sink without a file: %w: offset %d", errPosition, off)
+	}
+	s.written = off
+	s.rows.Store(rows)
+	return nil
 }
 
 func (s *fileSink[T]) Close() error {
 	if s.f == nil {
 		return nil
 	}
+	serr := s.start()
 	ferr := s.w.Flush()
 	err := s.f.Close()
 	s.f, s.w = nil, nil
-	return errors.Join(ferr, err)
+	return errors.Join(serr, ferr, err)
 }
 
 func appendRow(b []byte, r Row) []byte {
