@@ -165,6 +165,16 @@ func lifecycleSpec(def *mealy.Definition[orderState, OrderEvent, *scope, step], 
 			}
 			return &orderMachine{Machine: m}, nil
 		},
+		// Under -state: an order's machine as a checkpoint saved it (its
+		// timeout is armed again by the stage, for the time it had left).
+		Restore: func(_ int64, s orderState) (stagefsm.Machine[orderState, OrderEvent, *scope, effect], error) {
+			m, err := def.New(s)
+			if err != nil {
+				return nil, err
+			}
+			return &orderMachine{Machine: m}, nil
+		},
+		Codec: orderCodec{},
 		Act: func(_ context.Context, fx effect, _ OrderEvent, sc *scope) error {
 			s := fx.m.State()
 			counts.byStatus[s.status].Add(1)

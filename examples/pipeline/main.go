@@ -17,7 +17,10 @@
 // rest. Progress goes to stderr; the summary lists every stage with its
 // counts, the keyed and join stats, each stage's state timeline and the
 // accounting check. Flags inject faults; with any of them every item is
-// still accounted for. Run it with -h for the flags.
+// still accounted for. With -state DIR it checkpoints into DIR and, started
+// again after a crash, resumes from the last checkpoint and writes the same
+// output files as a run that never crashed (cmd/crashtest checks it). Run
+// it with -h for the flags.
 //
 //	go run ./examples/pipeline
 //	go run ./examples/pipeline -mermaid                          # the graph, as a Mermaid flowchart
@@ -26,6 +29,7 @@
 //	go run ./examples/pipeline -slow-sink 200us -drain-after 1s
 //	go run ./examples/pipeline -flaky-sink 20000                 # restarted under a restart policy
 //	go run ./examples/pipeline -flaky-sink 500 -max-restarts 3   # until the policy gives up
+//	go run ./examples/pipeline -out /tmp/out -state /tmp/state   # checkpoints: after a kill, the same command resumes
 package main
 
 import (
@@ -42,7 +46,11 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/checkpoint"
 	"github.com/stagefsm/stagefsm/stage"
 )
 
@@ -131,6 +139,8 @@ Flags:
 		return c, errors.New("-abandon-after must be positive")
 	case c.cpEvery <= 0:
 		return c, errors.New("-checkpoint-every must be positive")
+	case c.state != "" && c.out == "":
+		return c, errors.New("-state needs -out: a resumed run goes on with the output files of the run it resumes")
 	}
 	return c, nil
 }
@@ -222,6 +232,7 @@ func buildGraph(c config, fl files, opts ...stage.Option) (*demoGraph, error) {
 		},
 		Strategy: stage.Inner, // the events of deleted customers: dropped, and counted
 		Mode:     stage.Finite,
+		Codec:    customerCodec{},
 	})
 	outcomes := stage.Keyed(joined, "lifecycle", lifecycleSpec(def, d.outcomes))
 	fan := stage.Broadcast(outcomes, "fan", 2)
@@ -293,13 +304,29 @@ func demo(c config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer journal.Close()
-	dead, err := newJSONLines(fl.deadLines)
-	if err != nil {
-		return err
-	}
+	dead := &jsonLines{path: fl.deadLines}
 	defer dead.Close()
+	var opts []stage.Option
+	var store *notedStore
+	if c.state == "" {
+		if err := dead.open(false); err != nil {
+			return err
+		}
+	} else {
+		dir, err := checkpoint.OpenDir(c.state, checkpoint.WithLogger(warnLogger(stderr)))
+		if err != nil {
+			return err
+		}
+		defer dir.Close()
+		// A resumed run keeps the dead letters of the runs it resumes and
+		// appends its own (see the README: those of the input replayed
+		// since the checkpoint appear twice). The pipeline loads the
+		// checkpoint as it starts, before any stage runs.
+		store = &notedStore{Store: dir, loaded: func(resumed bool) error { return dead.open(resumed) }}
+		opts = append(opts, stage.WithCheckpoint(store, c.cpEvery))
+	}
 	var causes causeCounts
-	d, err := buildGraph(c, fl,
+	d, err := buildGraph(c, fl, append(opts,
 		stage.WithName("orders"),
 		stage.WithJournal(journal),
 		stage.WithBatchSize(c.batch),
@@ -307,7 +334,7 @@ func demo(c config, stdout, stderr io.Writer) error {
 		stage.WithDeadLetter(func(it stage.Item[any]) {
 			causes.add(it.Err)
 			dead.write(deadLetter{Stage: failedAt(it.Err), Origin: it.Origin, Seq: it.Seq, Error: it.Err.Error(), Payload: it.Payload})
-		}))
+		}))...)
 	if err != nil {
 		return err
 	}
@@ -324,6 +351,9 @@ func demo(c config, stdout, stderr io.Writer) error {
 	start := time.Now()
 	if err := p.Start(ctx); err != nil {
 		return err
+	}
+	if store != nil {
+		fmt.Fprintf(stderr, "-state %s: %s\n", c.state, store)
 	}
 	stop := handleSignals(p, stderr)
 	defer stop()
@@ -349,6 +379,61 @@ func demo(c config, stdout, stderr io.Writer) error {
 		files: fl,
 	})
 	return runErr
+}
+
+// notedStore is the checkpoint store of -state. It notes the checkpoint
+// the pipeline loaded at its start, to say so, and tells loaded whether
+// there was one.
+type notedStore struct {
+	checkpoint.Store
+	loaded func(resumed bool) error
+	seq    uint64 // of the checkpoint loaded; 0: none
+	err    error  // of the load
+}
+
+// checkpointed, if not nil, is called after each checkpoint the demo
+// saved: a test kills the demo there.
+var checkpointed func(seq uint64)
+
+func (s *notedStore) Save(ctx context.Context, u *checkpoint.Update) (uint64, error) {
+	seq, err := s.Store.Save(ctx, u)
+	if err == nil && checkpointed != nil {
+		checkpointed(seq)
+	}
+	return seq, err
+}
+
+func (s *notedStore) Load(ctx context.Context) (*checkpoint.Snapshot, error) {
+	cp, err := s.Store.Load(ctx)
+	s.err = err
+	switch {
+	case err == nil:
+		s.seq = cp.Seq
+		err = s.loaded(true)
+	case errors.Is(err, checkpoint.ErrNoCheckpoint):
+		if lerr := s.loaded(false); lerr != nil {
+			err = lerr
+		}
+	}
+	return cp, err
+}
+
+// String says what the pipeline started from.
+func (s *notedStore) String() string {
+	switch {
+	case s.seq != 0:
+		return fmt.Sprintf("resuming from checkpoint %d", s.seq)
+	case s.err == nil || errors.Is(s.err, checkpoint.ErrNoCheckpoint):
+		return "no checkpoint yet: starting from the beginning"
+	}
+	return fmt.Sprintf("starting from the beginning (%v)", s.err)
+}
+
+// warnLogger logs warnings and errors to w: the checkpoint store's word on
+// a torn or corrupt checkpoint it skipped.
+func warnLogger(w io.Writer) *zap.Logger {
+	enc := zap.NewDevelopmentEncoderConfig()
+	return zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(w), zap.WarnLevel))
 }
 
 // startProfile starts a CPU profile into path; the returned function stops
@@ -431,14 +516,16 @@ type Row struct {
 // hourly is the state of the hourly aggregate: the paid orders' totals per
 // hour and country, indexed by hour × country. Outcomes arrive in the order
 // the orders ended, not in the order they were placed, so every window stays
-// open to end of input.
+// open to end of input. Its fields are exported for gob, which encodes the
+// state of an Aggregate in a checkpoint (-state).
 type hourly struct {
-	rows []aggRow
+	Rows []AggRow
 }
 
-type aggRow struct {
-	orders, units  int
-	revenueEURCent int64
+// AggRow is one hour and country of [hourly].
+type AggRow struct {
+	Orders, Units  int
+	RevenueEURCent int64
 }
 
 func foldHourly(h *hourly, o Outcome) {
@@ -446,13 +533,13 @@ func foldHourly(h *hourly, o Outcome) {
 		return // no revenue
 	}
 	i := int(o.At/3600)*len(countries) + int(o.Country)
-	if i >= len(h.rows) {
-		h.rows = slices.Grow(h.rows, i+1-len(h.rows))[:i+1]
+	if i >= len(h.Rows) {
+		h.Rows = slices.Grow(h.Rows, i+1-len(h.Rows))[:i+1]
 	}
-	r := &h.rows[i]
-	r.orders++
-	r.units += int(o.Quantity)
-	r.revenueEURCent += o.TotalEUR
+	r := &h.Rows[i]
+	r.Orders++
+	r.Units += int(o.Quantity)
+	r.RevenueEURCent += o.TotalEUR
 }
 
 // emitHourly emits the rows by hour, then country code.
@@ -462,15 +549,15 @@ func emitHourly(h hourly, emit func(Row)) {
 		byCode[i] = i
 	}
 	slices.SortFunc(byCode, func(a, b int) int { return strings.Compare(countries[a].code, countries[b].code) })
-	for base := 0; base < len(h.rows); base += len(countries) {
+	for base := 0; base < len(h.Rows); base += len(countries) {
 		for _, c := range byCode {
-			if base+c >= len(h.rows) || h.rows[base+c].orders == 0 {
+			if base+c >= len(h.Rows) || h.Rows[base+c].Orders == 0 {
 				continue
 			}
-			r := h.rows[base+c]
-			rev := float64(r.revenueEURCent) / 100
+			r := h.Rows[base+c]
+			rev := float64(r.RevenueEURCent) / 100
 			emit(Row{Hour: epoch.Add(time.Duration(base/len(countries)) * time.Hour), Country: countries[c].code, Region: countries[c].region,
-				Orders: r.orders, Units: r.units, RevenueEUR: rev, AvgEUR: float64(int64(rev/float64(r.orders)*100)) / 100})
+				Orders: r.Orders, Units: r.Units, RevenueEUR: rev, AvgEUR: float64(int64(rev/float64(r.Orders)*100)) / 100})
 		}
 	}
 }

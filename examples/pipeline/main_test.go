@@ -18,6 +18,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if args, ok := os.LookupEnv(childArgsEnv); ok {
+		os.Exit(childMain(strings.Split(args, "\n")))
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -208,4 +212,91 @@ func sortedLines(b []byte) []byte {
 	lines := strings.SplitAfter(string(b), "\n")
 	slices.Sort(lines)
 	return []byte(strings.Join(lines, ""))
+}
+
+// The test binary runs the demo as a child process when childArgsEnv is
+// set (its arguments, one a line), and kills itself with SIGKILL after the
+// childKillEnv-th checkpoint when that is set.
+const (
+	childArgsEnv = "PIPELINE_TEST_CHILD_ARGS"
+	childKillEnv = "PIPELINE_TEST_CHILD_KILL_AT"
+)
+
+func childMain(args []string) int {
+	if at, err := strconv.Atoi(os.Getenv(childKillEnv)); err == nil {
+		saves := 0
+		checkpointed = func(uint64) {
+			if saves++; saves == at {
+				self, _ := os.FindProcess(os.Getpid())
+				self.Kill() // SIGKILL on Unix: a crash, right after a checkpoint
+			}
+		}
+	}
+	return run(args, io.Discard, os.Stderr)
+}
+
+// runChild runs the demo in a child process, killed after its killAt-th
+// checkpoint when killAt is positive, and returns how it ended and its
+// stderr.
+func runChild(t *testing.T, killAt int, args ...string) (*os.ProcessState, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childArgsEnv+"="+strings.Join(args, "\n"), childKillEnv+"="+strconv.Itoa(killAt))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("the demo did not run: %v", err)
+	}
+	return cmd.ProcessState, stderr.String()
+}
+
+// TestDemoResumesAfterAKill: the demo killed twice right after a
+// checkpoint, mid-stream, and run again with the same -state, writes the
+// same output files as a run never killed (the alerts as a set: the end of
+// input reaches the open orders in the keyed stage's slot order, which a
+// restore changes).
+func TestDemoResumesAfterAKill(t *testing.T) {
+	in := t.TempDir()
+	require.NoError(t, generate(filepath.Join(in, "orders.csv"), filepath.Join(in, "customers.csv"), 60000, 0.01, 3))
+	code, _, stderr, ref := demoRun(t, "-in", in, "-abandon-after", "1m")
+	require.Equal(t, 0, code, stderr)
+
+	out, state := t.TempDir(), t.TempDir()
+	args := []string{"-in", in, "-out", out, "-state", state, "-checkpoint-every", "5ms", "-abandon-after", "1m", "-progress", "0"}
+	for kill := range 2 {
+		st, stderr := runChild(t, 3, args...)
+		ws, ok := st.Sys().(syscall.WaitStatus)
+		require.True(t, ok && ws.Signaled(), "kill %d: the demo was killed, not %s: %s", kill+1, st, stderr)
+		if kill > 0 {
+			assert.Contains(t, stderr, "resuming from checkpoint")
+		}
+	}
+	st, stderr := runChild(t, 0, args...)
+	require.True(t, st.Success(), "%s: %s", st, stderr)
+	assert.Contains(t, stderr, "-state "+state+": resuming from checkpoint")
+
+	for _, name := range []string{"hourly_revenue.jsonl", "high_value.jsonl", "alerts.jsonl"} {
+		want, err := os.ReadFile(filepath.Join(ref, name))
+		require.NoError(t, err)
+		got, err := os.ReadFile(filepath.Join(out, name))
+		require.NoError(t, err)
+		require.NotEmpty(t, want, name)
+		if name == "alerts.jsonl" {
+			want, got = sortedLines(want), sortedLines(got)
+		}
+		assert.Equal(t, string(want), string(got), name)
+	}
+}
+
+func TestDemoStateFlags(t *testing.T) {
+	var o, e bytes.Buffer
+	assert.Equal(t, 2, run([]string{"-state", t.TempDir()}, &o, &e), "-state without -out")
+	assert.Contains(t, e.String(), "-state needs -out")
+	assert.Equal(t, 2, run([]string{"-out", t.TempDir(), "-state", t.TempDir(), "-checkpoint-every", "0s"}, &o, &e))
+	e.Reset()
+	assert.Equal(t, 0, run([]string{"-h"}, &o, &e))
+	assert.Contains(t, e.String(), "-state")
+	assert.Contains(t, e.String(), "-checkpoint-every")
 }

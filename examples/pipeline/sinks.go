@@ -238,16 +238,32 @@ type jsonLines struct {
 	err  error
 }
 
-func newJSONLines(path string) (*jsonLines, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
+// errNotOpen is the error of a value written before the file was opened:
+// it is not lost silently.
+var errNotOpen = errors.New("written before the file was opened")
+
+// open creates the file, or opens it for appending when keep is set.
+func (j *jsonLines) open(keep bool) error {
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if keep {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_APPEND
 	}
-	w := bufio.NewWriter(f)
-	return &jsonLines{path: path, f: f, w: w, enc: json.NewEncoder(w)}, nil
+	f, err := os.OpenFile(j.path, flags, 0o644)
+	if err != nil {
+		return err
+	}
+	j.f, j.w = f, bufio.NewWriter(f)
+	j.enc = json.NewEncoder(j.w)
+	return nil
 }
 
 func (j *jsonLines) write(v any) {
+	if j.enc == nil {
+		if j.err == nil {
+			j.err = fmt.Errorf("%s: %w", j.path, errNotOpen)
+		}
+		return
+	}
 	if err := j.enc.Encode(v); err != nil && j.err == nil {
 		j.err = err
 	}
