@@ -27,7 +27,12 @@
 // once, else the test proved nothing and is not exact either. Details (the
 // seed, the delays, which starts resumed) go to stderr.
 //
-// The demo runs with -abandon-after 10m: its timeout is real time, so which
+// Each delay counts from the moment the demo says it started its pipeline
+// (its -state line, after the checkpoint is restored), so that a slow
+// start or restore does not eat it; and three kills in four wait, beyond
+// the delay, for the start's first checkpoint stored (the demo's line
+// saying so), so that the run makes progress from kill to kill, while
+// the fourth may land anywhere, before it too. The demo runs with -abandon-after 10m: its timeout is real time, so which
 // orders a short one abandons depends on the machine's speed, not only on
 // the input; with 10m every unpaid order is abandoned at end of input, and
 // each open order's timeout is still armed and checkpointed. The delays
@@ -54,6 +59,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -175,7 +181,7 @@ func crashtest(ctx context.Context, c config, stderr io.Writer) (result, error) 
 	took := time.Since(t0)
 	fmt.Fprintf(stderr, "crashtest: reference run: %s\n", took.Round(time.Millisecond))
 	if c.verbose {
-		stderr.Write(ch.stderr.Bytes())
+		fmt.Fprint(stderr, ch.stderr)
 	}
 
 	crash := append(common, "-in", ref, "-out", out, "-state", state, "-checkpoint-every", c.every.String())
@@ -184,18 +190,23 @@ func crashtest(ctx context.Context, c config, stderr io.Writer) (result, error) 
 	finished := false
 	for round := 1; round <= c.rounds && !finished; round++ {
 		delay := lo + time.Duration(rng.Int64N(int64(hi-lo)+1))
+		early := rng.IntN(4) == 0
 		ch := start(ctx, bin, crash)
-		st := ch.killAfter(delay)
+		st := ch.killAfter(delay, early)
 		r.resumes += ch.resumed()
 		if c.verbose {
-			stderr.Write(ch.stderr.Bytes())
+			fmt.Fprint(stderr, ch.stderr)
 		}
 		switch {
 		case ctx.Err() != nil:
 			return r, ctx.Err()
 		case st.killed:
 			r.kills++
-			fmt.Fprintf(stderr, "crashtest: round %d: killed after %s\n", round, delay.Round(time.Millisecond))
+			if early {
+				fmt.Fprintf(stderr, "crashtest: round %d: killed %s after its start\n", round, delay.Round(time.Millisecond))
+			} else {
+				fmt.Fprintf(stderr, "crashtest: round %d: killed %s after its start, and after its first checkpoint\n", round, delay.Round(time.Millisecond))
+			}
 		case st.err == nil && st.code == 0:
 			finished = true
 			fmt.Fprintf(stderr, "crashtest: round %d: the demo finished before its kill after %s; no more rounds\n", round, delay.Round(time.Millisecond))
@@ -209,7 +220,7 @@ func crashtest(ctx context.Context, c config, stderr io.Writer) (result, error) 
 		st := ch.wait()
 		r.resumes += ch.resumed()
 		if c.verbose {
-			stderr.Write(ch.stderr.Bytes())
+			fmt.Fprint(stderr, ch.stderr)
 		}
 		if ctx.Err() != nil {
 			return r, ctx.Err()
@@ -246,8 +257,49 @@ func build(ctx context.Context, dir string) (string, error) {
 // child is one start of the demo.
 type child struct {
 	cmd    *exec.Cmd
-	stderr bytes.Buffer
+	stderr *watcher
 	err    error // of Start
+}
+
+// watcher keeps what the demo writes to stderr. It closes started when the
+// demo has said what it started from (its first -state line: its pipeline
+// runs), and stored when it has said that it stored its first checkpoint.
+type watcher struct {
+	mu              sync.Mutex
+	buf             bytes.Buffer
+	started, stored chan struct{}
+	start, store    sync.Once
+}
+
+// The demo's -state lines: what it started from, and its first checkpoint.
+var (
+	startMarks = [][]byte{[]byte("resuming from checkpoint"), []byte("starting from the beginning")}
+	storeMark  = []byte(" stored\n")
+)
+
+func newWatcher() *watcher {
+	return &watcher{started: make(chan struct{}), stored: make(chan struct{})}
+}
+
+func (w *watcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	for _, m := range startMarks {
+		if bytes.Contains(w.buf.Bytes(), m) {
+			w.start.Do(func() { close(w.started) })
+		}
+	}
+	if bytes.Contains(w.buf.Bytes(), storeMark) {
+		w.store.Do(func() { close(w.stored) })
+	}
+	return len(p), nil
+}
+
+func (w *watcher) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 // status is how a child ended.
@@ -269,10 +321,10 @@ func (s status) describe(ch *child) string {
 }
 
 func start(ctx context.Context, bin string, args []string) *child {
-	ch := &child{}
+	ch := &child{stderr: newWatcher()}
 	ch.cmd = exec.CommandContext(ctx, bin, args...)
 	ch.cmd.Stdout = io.Discard
-	ch.cmd.Stderr = &ch.stderr
+	ch.cmd.Stderr = ch.stderr
 	ch.cmd.SysProcAttr = sysProcAttr()
 	ch.err = ch.cmd.Start()
 	return ch
@@ -286,26 +338,43 @@ func (ch *child) wait() status {
 	return exitStatus(ch.cmd.Wait())
 }
 
-// killAfter kills the child with SIGKILL after d, unless it ended before,
-// and waits for it to end.
-func (ch *child) killAfter(d time.Duration) status {
+// killAfter kills the child with SIGKILL d after its pipeline started
+// and, unless early is set, not before it stored a checkpoint; unless it
+// ended before. It waits for the child to end.
+func (ch *child) killAfter(d time.Duration, early bool) status {
 	if ch.err != nil {
 		return status{err: ch.err}
 	}
-	sent := make(chan bool, 1)
-	t := time.AfterFunc(d, func() { sent <- ch.cmd.Process.Signal(syscall.SIGKILL) == nil })
-	err := ch.cmd.Wait()
-	if t.Stop() {
-		return exitStatus(err) // it ended before the kill
+	done := make(chan error, 1)
+	go func() { done <- ch.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return exitStatus(err)
+	case <-ch.stderr.started:
 	}
-	st := exitStatus(err)
+	t := time.NewTimer(d)
+	select {
+	case err := <-done:
+		t.Stop()
+		return exitStatus(err)
+	case <-t.C:
+	}
+	if !early {
+		select {
+		case err := <-done:
+			return exitStatus(err)
+		case <-ch.stderr.stored:
+		}
+	}
+	sigErr := ch.cmd.Process.Signal(syscall.SIGKILL)
+	err := <-done
 	var ee *exec.ExitError
-	if <-sent && errors.As(err, &ee) {
+	if sigErr == nil && errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
 			return status{killed: true}
 		}
 	}
-	return st
+	return exitStatus(err)
 }
 
 func exitStatus(err error) status {

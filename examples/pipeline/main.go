@@ -44,6 +44,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -290,6 +291,7 @@ func demo(c config, stdout, stderr io.Writer) error {
 		return err
 	}
 	fl := newFiles(c.in, out)
+	stderr = &lockedWriter{w: stderr} // the progress, the signals and the checkpoints write to it
 	if c.in == "" {
 		fmt.Fprintf(stderr, "generating %s orders and %s customers into %s ...\n", group(uint64(c.n)), group(uint64(customerCount(c.n))), out)
 		t0 := time.Now()
@@ -323,6 +325,16 @@ func demo(c config, stdout, stderr io.Writer) error {
 		// since the checkpoint appear twice). The pipeline loads the
 		// checkpoint as it starts, before any stage runs.
 		store = &notedStore{Store: dir, loaded: func(resumed bool) error { return dead.open(resumed) }}
+		first := true
+		store.saved = func(seq uint64) {
+			if first { // the checkpoints are taken one at a time
+				first = false
+				fmt.Fprintf(stderr, "-state %s: checkpoint %d stored\n", c.state, seq)
+			}
+			if checkpointed != nil {
+				checkpointed(seq)
+			}
+		}
 		opts = append(opts, stage.WithCheckpoint(store, c.cpEvery))
 	}
 	var causes causeCounts
@@ -382,23 +394,24 @@ func demo(c config, stdout, stderr io.Writer) error {
 }
 
 // notedStore is the checkpoint store of -state. It notes the checkpoint
-// the pipeline loaded at its start, to say so, and tells loaded whether
-// there was one.
+// the pipeline loaded at its start, to say so, tells loaded whether there
+// was one, and saved of each checkpoint stored.
 type notedStore struct {
 	checkpoint.Store
 	loaded func(resumed bool) error
+	saved  func(seq uint64)
 	seq    uint64 // of the checkpoint loaded; 0: none
 	err    error  // of the load
 }
 
 // checkpointed, if not nil, is called after each checkpoint the demo
-// saved: a test kills the demo there.
+// stored: a test kills the demo there.
 var checkpointed func(seq uint64)
 
 func (s *notedStore) Save(ctx context.Context, u *checkpoint.Update) (uint64, error) {
 	seq, err := s.Store.Save(ctx, u)
-	if err == nil && checkpointed != nil {
-		checkpointed(seq)
+	if err == nil {
+		s.saved(seq)
 	}
 	return seq, err
 }
@@ -427,6 +440,18 @@ func (s *notedStore) String() string {
 		return "no checkpoint yet: starting from the beginning"
 	}
 	return fmt.Sprintf("starting from the beginning (%v)", s.err)
+}
+
+// lockedWriter serializes the writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // warnLogger logs warnings and errors to w: the checkpoint store's word on

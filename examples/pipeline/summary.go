@@ -154,9 +154,17 @@ func summarize(w io.Writer, s summary) {
 	fmt.Fprintf(w, "  lifecycle: %s shipped, %s abandoned (%s by the %s timeout, %s at end of input), %s paid but never shipped\n",
 		group(oc.byStatus[statusShipped].Load()), group(oc.byStatus[statusAbandoned].Load()), group(oc.timedOut.Load()), d.abandonAfter,
 		group(oc.byStatus[statusAbandoned].Load()-oc.timedOut.Load()), group(oc.byStatus[statusUnshipped].Load()))
-	fmt.Fprintf(w, "  outputs: %s hourly revenue rows, %s alerts, %s high-value orders (≥ €%s), %s standard orders\n\n",
+	fmt.Fprintf(w, "  outputs: %s hourly revenue rows, %s alerts, %s high-value orders (≥ €%s), %s standard orders\n",
 		group(uint64(d.rows.rows.Load())), group(uint64(d.alerts.rows.Load())), group(uint64(d.high.rows.Load())),
 		group(uint64(d.highValueCents/100)), group(uint64(d.standard.rows.Load())))
+	if st.Checkpoints > 0 || st.CheckpointFailures > 0 {
+		fmt.Fprintf(w, "  checkpoints (-state): %s stored, %s failed", group(st.Checkpoints), group(st.CheckpointFailures))
+		if st.CheckpointErr != nil {
+			fmt.Fprintf(w, " (the last: %v)", st.CheckpointErr)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
 
 	const row = "  %-15s %-9s %10s %10s %10s %8s %8s %7s %8s %9s %3s  %s\n"
 	fmt.Fprintf(w, row, "stage", "kind", "in", "out", "delivered", "dead-let", "dropped", "keys", "timeouts", "unmatched", "↻", "final state")
