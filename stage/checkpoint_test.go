@@ -358,7 +358,9 @@ func timeoutGraph(t *testing.T, src *replay[order], log *tape[string], opts ...s
 	t.Helper()
 	def := orderDef(t)
 	spec := orderSpec(def)
-	spec.Restore = func(_ string, s string) (stagefsm.Machine[string, string, *orderScope, act], error) { return def.New(s) }
+	spec.Restore = func(_ string, s string) (stagefsm.Machine[string, string, *orderScope, act], error) {
+		return def.New(s)
+	}
 	p := stage.To(stage.ThenKeyed(stage.From("orders", stage.Source[order](src)), "lifecycle", spec),
 		"log", stage.Sink[string](log), opts...)
 	return p
