@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -349,3 +352,337 @@ func cmpString(a, b string) int {
 }
 
 var _ = synctest.Test
+
+// timeoutGraph: one order machine per key, whose "open" state times out
+// after a minute, writing its outputs to log.
+func timeoutGraph(t *testing.T, src *replay[order], log *tape[string], opts ...stage.Option) *stage.Pipeline {
+	t.Helper()
+	def := orderDef(t)
+	spec := orderSpec(def)
+	spec.Restore = func(_ string, s string) (stagefsm.Machine[string, string, *orderScope, act], error) {
+		return def.New(s)
+	}
+	p := stage.To(stage.ThenKeyed(stage.From("orders", stage.Source[order](src)), "lifecycle", spec),
+		"log", stage.Sink[string](log), opts...)
+	return p
+}
+
+// TestCheckpointTimeoutResumes: an armed timeout is saved with the time it
+// had left and fires that long after the resume; the time the pipeline was
+// down does not count.
+func TestCheckpointTimeoutResumes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		d, err := checkpoint.OpenDir(dir)
+		require.NoError(t, err)
+		src := newReplay([]order{{"a", "add"}}, 0)
+		held := src.holdAt(1)
+		log := newTape[string](nil)
+		p := timeoutGraph(t, src, log, stage.WithCheckpoint(d, time.Second))
+		require.NoError(t, p.Start(t.Context()))
+		<-held
+		time.Sleep(20*time.Second + time.Millisecond) // 20 checkpoints
+		require.GreaterOrEqual(t, p.Stats().Checkpoints, uint64(19))
+		p.Abort() // the crash
+		require.ErrorIs(t, p.Wait(t.Context()), stage.ErrAborted)
+		require.NoError(t, d.Close())
+		assert.Equal(t, []string{"a:added"}, log.items())
+
+		time.Sleep(time.Hour) // down for longer than the timeout
+		d, err = checkpoint.OpenDir(dir)
+		require.NoError(t, err)
+		defer d.Close()
+		src = newReplay([]order{{"a", "add"}}, 0)
+		src.holdAt(1)
+		log = newTape(log.items())
+		p = timeoutGraph(t, src, log, stage.WithCheckpoint(d, time.Second))
+		resumed := time.Now()
+		require.NoError(t, p.Start(t.Context()))
+		for !slices.Contains(log.items(), "a:abandoned") {
+			time.Sleep(10 * time.Millisecond)
+		}
+		left := time.Since(resumed)
+		// Saved at the last cut before the crash, 20 s after the item:
+		// about 40 s were left.
+		assert.InDelta(t, time.Minute-20*time.Second, left, float64(1100*time.Millisecond), "fired %v after the resume", left)
+		src.holdAt(-1)
+		require.NoError(t, p.Wait(t.Context()))
+		assert.Equal(t, []string{"a:added", "a:abandoned"}, log.items())
+		assert.Equal(t, 1, src.resumedAt)
+	})
+}
+
+// TestCheckpointRefusesAtBuild: a source that cannot go back to a position
+// and a keyed stage that cannot restore its instances fail the build.
+func TestCheckpointRefusesAtBuild(t *testing.T) {
+	d, err := checkpoint.OpenDir(t.TempDir())
+	require.NoError(t, err)
+	defer d.Close()
+	p := stage.To(stage.From("numbers", stage.Source[int](upTo(3))), "out", stage.Sink[int](&collector[int]{}), stage.WithCheckpoint(d, time.Second))
+	err = p.Start(t.Context())
+	require.ErrorIs(t, err, stage.ErrCheckpoint)
+	assert.ErrorContains(t, err, `stage "numbers"`)
+	assert.ErrorContains(t, err, "not a stage.Resumable")
+
+	def := orderDef(t)
+	p = stage.To(stage.ThenKeyed(stage.From("orders", stage.Source[order](newReplay([]order{{"a", "add"}}, 0))), "lifecycle", orderSpec(def)),
+		"log", stage.Sink[string](newTape[string](nil)), stage.WithCheckpoint(d, time.Second))
+	err = p.Start(t.Context())
+	require.ErrorIs(t, err, stage.ErrCheckpoint)
+	require.ErrorIs(t, err, stage.ErrKeyedSpec)
+	assert.ErrorContains(t, err, "Restore")
+}
+
+// TestCheckpointRefusesAtStart: a checkpoint of another graph, and one
+// whose state no longer decodes, fail the start with an error naming what
+// is wrong; nothing runs.
+func TestCheckpointRefusesAtStart(t *testing.T) {
+	dir := t.TempDir()
+	d, err := checkpoint.OpenDir(dir)
+	require.NoError(t, err)
+	defer d.Close()
+	_, err = d.Save(t.Context(), &checkpoint.Update{Graph: []string{"orders", "lifecycle", "log"}, Stages: map[string]checkpoint.StageUpdate{
+		"lifecycle": {Set: map[string][]byte{"ka": []byte("not a saved value")}},
+	}})
+	require.NoError(t, err)
+	log := newTape[string](nil)
+	p := timeoutGraph(t, newReplay([]order{{"a", "add"}}, 0), log, stage.WithCheckpoint(d, time.Second))
+	err = p.Start(t.Context())
+	require.ErrorIs(t, err, stage.ErrCheckpoint)
+	var de *checkpoint.DecodeError
+	require.ErrorAs(t, err, &de)
+	assert.Equal(t, "lifecycle", de.Stage)
+	assert.Equal(t, "ka", de.Key)
+	assert.Empty(t, log.items())
+
+	g := stage.NewGraph(stage.WithCheckpoint(d, time.Second))
+	stage.Write(stage.Read(g, "renamed", stage.Source[int](newReplay([]int{1}, 0))), "log", stage.Sink[int](newTape[int](nil)))
+	p, err = g.Build()
+	require.NoError(t, err)
+	err = p.Start(t.Context())
+	require.ErrorIs(t, err, stage.ErrCheckpoint)
+	var ge *checkpoint.GraphError
+	require.ErrorAs(t, err, &ge)
+	assert.Contains(t, ge.Added, "renamed")
+	assert.Contains(t, ge.Missing, "orders")
+}
+
+// mergeGraph: two sources merged, a parallel transform, a route to two
+// sinks; stages with several writers (the merge) and workers (parallel).
+func mergeGraph(t *testing.T, a, b *replay[int], even, odd *tape[int], opts ...stage.Option) *stage.Pipeline {
+	t.Helper()
+	g := stage.NewGraph(opts...)
+	m := stage.Merge("both", stage.Read(g, "a", stage.Source[int](a)), stage.Read(g, "b", stage.Source[int](b)))
+	sq := stage.ApplyParallel(m, "square", stage.TransformFunc[int, int](func(_ context.Context, v int, emit func(int)) error {
+		emit(v * v)
+		return nil
+	}), stage.Parallel[int]{Workers: 3, Order: stage.InputOrder})
+	r := stage.Route(sq, "parity", 2, func(v int) int { return v % 2 })
+	stage.Write(r[0], "even", stage.Sink[int](even))
+	stage.Write(r[1], "odd", stage.Sink[int](odd))
+	p, err := g.Build()
+	require.NoError(t, err)
+	return p
+}
+
+// TestCheckpointMergeResumes: barriers are counted per writer of a merged
+// input and go through a parallel stage; a crash after a checkpoint, then a
+// resume, gives each sink exactly its outputs, once. It also resumes past
+// a corrupt newest checkpoint file, from the one before.
+func TestCheckpointMergeResumes(t *testing.T) {
+	t.Run("newest", func(t *testing.T) { testMergeResumes(t, false) })
+	t.Run("corrupt-newest", func(t *testing.T) { testMergeResumes(t, true) })
+}
+
+func testMergeResumes(t *testing.T, corrupt bool) {
+	var as, bs []int
+	for i := range 400 {
+		as, bs = append(as, 2*i), append(bs, 2*i+1)
+	}
+	dir := t.TempDir()
+	d, err := checkpoint.OpenDir(dir)
+	require.NoError(t, err)
+	store := &breakable{Store: d}
+	a, b := newReplay(as, 5), newReplay(bs, 9)
+	heldA, heldB := a.holdAt(150), b.holdAt(250)
+	even, odd := newTape[int](nil), newTape[int](nil)
+	p := mergeGraph(t, a, b, even, odd, stage.WithCheckpoint(store, time.Millisecond))
+	require.NoError(t, p.Start(t.Context()))
+	<-heldA
+	<-heldB
+	n0 := p.Stats().Checkpoints
+	require.Eventually(t, func() bool { return p.Stats().Checkpoints >= n0+2 }, 10*time.Second, time.Millisecond)
+	store.broken.Store(true)
+	a.holdAt(-1)
+	b.holdAt(-1)
+	require.ErrorIs(t, p.Wait(t.Context()), errDiskFull)
+	require.NoError(t, d.Close())
+	assert.Len(t, even.items(), 400)
+	assert.Len(t, odd.items(), 400)
+	if corrupt {
+		files, err := filepath.Glob(filepath.Join(dir, "*"))
+		require.NoError(t, err)
+		slices.Sort(files)
+		newest := files[len(files)-1]
+		data, err := os.ReadFile(newest)
+		require.NoError(t, err)
+		data[len(data)/2] ^= 0x40
+		require.NoError(t, os.WriteFile(newest, data, 0o600))
+	}
+
+	d, err = checkpoint.OpenDir(dir)
+	require.NoError(t, err)
+	defer d.Close()
+	a, b = newReplay(as, 0), newReplay(bs, 0)
+	even, odd = newTape(even.items()), newTape(odd.items())
+	p = mergeGraph(t, a, b, even, odd, stage.WithCheckpoint(d, time.Millisecond))
+	require.NoError(t, p.Start(t.Context()))
+	require.NoError(t, p.Wait(t.Context()))
+	if corrupt {
+		assert.LessOrEqual(t, a.resumedAt, 150, "resumed from an older checkpoint")
+		assert.LessOrEqual(t, b.resumedAt, 250)
+	} else {
+		assert.Equal(t, 150, a.resumedAt)
+		assert.Equal(t, 250, b.resumedAt)
+	}
+	var want []int
+	for _, v := range as {
+		want = append(want, v*v)
+	}
+	assert.Equal(t, want, even.items(), "each a's square once, in order")
+	want = want[:0]
+	for _, v := range bs {
+		want = append(want, v*v)
+	}
+	assert.Equal(t, want, odd.items())
+}
+
+// TestCheckpointStageFailsDuringRun: a stage that fails while the pipeline
+// checkpoints ends the run with its error and no final checkpoint; the last
+// one stored stands, and nothing hangs.
+func TestCheckpointStageFailsDuringRun(t *testing.T) {
+	dir := t.TempDir()
+	d, err := checkpoint.OpenDir(dir)
+	require.NoError(t, err)
+	defer d.Close()
+	var items []int
+	for i := range 2000 {
+		items = append(items, i)
+	}
+	src := newReplay(items, 3)
+	g := stage.NewGraph(stage.WithCheckpoint(d, time.Millisecond))
+	boom := stage.Apply(stage.Read(g, "numbers", stage.Source[int](src)), "boom", stage.TransformFunc[int, int](func(_ context.Context, v int, emit func(int)) error {
+		if v == 1500 {
+			return stage.Fatal(errors.New("injected"))
+		}
+		emit(v)
+		return nil
+	}))
+	out := newTape[int](nil)
+	stage.Write(boom, "out", stage.Sink[int](out))
+	p, err := g.Build()
+	require.NoError(t, err)
+	held := src.holdAt(1000)
+	require.NoError(t, p.Start(t.Context()))
+	<-held
+	require.Eventually(t, func() bool { return p.Stats().Checkpoints >= 2 }, 10*time.Second, time.Millisecond)
+	src.holdAt(-1)
+	err = p.Wait(t.Context())
+	require.ErrorIs(t, err, stage.ErrFatal)
+	assert.NotErrorIs(t, err, stage.ErrCheckpoint)
+	snap, err := d.Load(t.Context())
+	require.NoError(t, err)
+	pos, err := strconv.Atoi(string(snap.Stages["numbers"].Position))
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, pos, 1000)
+	assert.LessOrEqual(t, pos, 1500, "no checkpoint covers the failed item")
+	for _, c := range src.commits {
+		assert.LessOrEqual(t, c, pos)
+	}
+}
+
+// TestCheckpointDrain: Drain during a checkpointing run ends it with a
+// final checkpoint at the position the sources stopped at.
+func TestCheckpointDrain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d, err := checkpoint.OpenDir(t.TempDir())
+		require.NoError(t, err)
+		defer d.Close()
+		src := newReplay([]order{{"a", "add"}, {"b", "add"}, {"a", "pay"}}, 0)
+		held := src.holdAt(3)
+		log := newTape[string](nil)
+		p := timeoutGraph(t, src, log, stage.WithCheckpoint(d, time.Second))
+		require.NoError(t, p.Start(t.Context()))
+		<-held
+		time.Sleep(2500 * time.Millisecond)
+		p.Drain()
+		require.NoError(t, p.Wait(t.Context()))
+		assert.GreaterOrEqual(t, p.Stats().Checkpoints, uint64(3), "two while running, one at the end")
+		snap, err := d.Load(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, "3", string(snap.Stages["orders"].Position))
+		assert.Equal(t, "5", string(snap.Stages["log"].Position), "the sink's last position")
+		assert.Equal(t, []string{"a:added", "b:added", "a:paid", "a:drained", "b:drained"}, log.items())
+		assert.Equal(t, []int{3}, src.commits[len(src.commits)-1:], "the final commit")
+	})
+}
+
+// TestCheckpointCrashRounds crashes the same run several times at seeded
+// random points — after a checkpoint, with outputs written past it that the
+// sinks must drop on resume — with random batch sizes and channel
+// capacities, and resumes it each time from the same store. The final
+// outputs equal an uninterrupted run's.
+func TestCheckpointCrashRounds(t *testing.T) {
+	for seed := range int64(3) {
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(seed), 7))
+			custs, orders := resumeInput(200)
+			opts := []stage.Option{stage.WithBatchSize(1 + rng.IntN(40)), stage.WithCapacity(1 + rng.IntN(4))}
+
+			want := ckptSinks{newTape[string](nil), newTape[string](nil), newTape[int](nil)}
+			src := newReplay(orders, 0)
+			p := resumeGraph(t, stage.Finite, newReplay(custs, 0), src, want, opts...)
+			startLoaded(t, p, src, len(custs), -1)
+			require.NoError(t, p.Wait(t.Context()))
+
+			dir := t.TempDir()
+			sinks := ckptSinks{newTape[string](nil), newTape[string](nil), newTape[int](nil)}
+			at := 0
+			for round := range 3 {
+				d, err := checkpoint.OpenDir(dir)
+				require.NoError(t, err)
+				store := &breakable{Store: d}
+				at += 1 + rng.IntN((len(orders)-at)/3)
+				more := at + 1 + rng.IntN(20)
+				src := newReplay(orders, 1+rng.IntN(10))
+				sinks = ckptSinks{newTape(sinks.log.items()), newTape(sinks.regions.items()), newTape(sinks.total.items())}
+				p := resumeGraph(t, stage.Finite, newReplay(custs, 0), src, sinks, append(opts, stage.WithCheckpoint(store, time.Millisecond))...)
+				held := src.holdAt(at)
+				require.NoError(t, p.Start(t.Context()))
+				<-held
+				n0 := p.Stats().Checkpoints
+				require.Eventually(t, func() bool { return p.Stats().Checkpoints >= n0+2 }, 10*time.Second, time.Millisecond)
+				store.broken.Store(true)
+				written := len(sinks.log.items())
+				held = src.holdAt(more) // outputs past the checkpoint, then the crash
+				<-held
+				require.Eventually(t, func() bool { return len(sinks.log.items()) > written }, 10*time.Second, time.Millisecond, "round %d", round)
+				p.Abort()
+				require.ErrorIs(t, p.Wait(t.Context()), stage.ErrAborted)
+				require.NoError(t, d.Close())
+			}
+			d, err := checkpoint.OpenDir(dir)
+			require.NoError(t, err)
+			defer d.Close()
+			src = newReplay(orders, 0)
+			sinks = ckptSinks{newTape(sinks.log.items()), newTape(sinks.regions.items()), newTape(sinks.total.items())}
+			p = resumeGraph(t, stage.Finite, newReplay(custs, 0), src, sinks, append(opts, stage.WithCheckpoint(d, time.Millisecond))...)
+			require.NoError(t, p.Start(t.Context()))
+			require.NoError(t, p.Wait(t.Context()))
+			assert.Equal(t, at, src.resumedAt)
+			assert.Equal(t, sortedCopy(want.log.items(), cmpString), sortedCopy(sinks.log.items(), cmpString))
+			assert.Equal(t, want.total.items(), sinks.total.items())
+			assert.Equal(t, sortedCopy(want.regions.items(), cmpString), sortedCopy(sinks.regions.items(), cmpString))
+		})
+	}
+}

@@ -499,7 +499,7 @@ func (s *keyedMachines[I, K, S, E, A, O]) prepare() error {
 	return nil
 }
 
-func (s *keyedMachines[I, K, S, E, A, O]) capture(part *checkpoint.StageUpdate, now int64) error {
+func (s *keyedMachines[I, K, S, E, A, O]) capture(part *checkpoint.StageUpdate) error {
 	for _, k := range s.removed {
 		if _, live := s.index[k]; live {
 			continue // removed, then created again: set below
@@ -526,7 +526,7 @@ func (s *keyedMachines[I, K, S, E, A, O]) capture(part *checkpoint.StageUpdate, 
 		if err != nil {
 			return fmt.Errorf("encoding the state of key %v: %w", rec.key, err)
 		}
-		part.Set[key] = putTimed(rec.deadline*boolInt(rec.gen != 0), now, b)
+		part.Set[key] = putTimed(rec.deadline*boolInt(rec.gen != 0), b)
 	}
 	s.dirty = s.dirty[:0]
 	return nil
@@ -539,8 +539,8 @@ func boolInt(b bool) int64 {
 	return 0
 }
 
-func (s *keyedMachines[I, K, S, E, A, O]) restore(key K, b []byte, now int64) error {
-	deadline, enc, err := getTimed(b, now)
+func (s *keyedMachines[I, K, S, E, A, O]) restore(key K, b []byte, shift int64) error {
+	deadline, enc, err := getTimed(b, shift)
 	if err != nil {
 		return err
 	}

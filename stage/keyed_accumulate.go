@@ -339,7 +339,7 @@ func (s *keyedAccs[I, K, S, O]) prepare() error {
 	return nil
 }
 
-func (s *keyedAccs[I, K, S, O]) capture(part *checkpoint.StageUpdate, now int64) error {
+func (s *keyedAccs[I, K, S, O]) capture(part *checkpoint.StageUpdate) error {
 	for _, k := range s.removed {
 		if _, live := s.index[k]; live {
 			continue // removed, then created again: set below
@@ -370,14 +370,14 @@ func (s *keyedAccs[I, K, S, O]) capture(part *checkpoint.StageUpdate, now int64)
 		if rec.armed {
 			deadline = rec.deadline
 		}
-		part.Set[key] = putTimed(deadline, now, b)
+		part.Set[key] = putTimed(deadline, b)
 	}
 	s.dirty = s.dirty[:0]
 	return nil
 }
 
-func (s *keyedAccs[I, K, S, O]) restore(key K, b []byte, now int64) error {
-	deadline, enc, err := getTimed(b, now)
+func (s *keyedAccs[I, K, S, O]) restore(key K, b []byte, shift int64) error {
+	deadline, enc, err := getTimed(b, shift)
 	if err != nil {
 		return err
 	}

@@ -33,11 +33,11 @@ type keyedShard[I any, K comparable, O any] interface {
 	// prepare readies the shard for checkpoints: it starts tracking the
 	// keys that change, or says why it cannot checkpoint.
 	prepare() error
-	// capture adds to part the keys changed since the last capture
-	// (deadlines as the time left at now).
-	capture(part *checkpoint.StageUpdate, now int64) error
-	// restore gives key its state from a checkpoint, b as capture made it.
-	restore(key K, b []byte, now int64) error
+	// capture adds to part the keys changed since the last capture.
+	capture(part *checkpoint.StageUpdate) error
+	// restore gives key its state from a checkpoint, b as capture made it,
+	// its deadline moved by shift.
+	restore(key K, b []byte, shift int64) error
 	// warm looks up the instances of the items idx of a batch, whose keys
 	// are keys (by index in the batch), before they are handled, bringing
 	// them into the cache in loops short enough for the processor to
@@ -684,8 +684,9 @@ func (k *keyedCore[I, K, O]) writers() int { return int(k.in.writers.Load()) }
 func (k *keyedCore[I, K, O]) capture(context.Context) (checkpoint.StageUpdate, error) {
 	part := checkpoint.StageUpdate{Set: seqUpdate(k.seq)}
 	now := time.Now().UnixNano()
+	part.Set[nowKey] = fmt.Appendf(nil, "%d", now)
 	for _, s := range k.shards {
-		if err := s.capture(&part, now); err != nil {
+		if err := s.capture(&part); err != nil {
 			return part, err
 		}
 	}
@@ -701,10 +702,17 @@ func (k *keyedCore[I, K, O]) restore(st checkpoint.Stage) error {
 	if err := restoreSeq(st, &k.seq); err != nil {
 		return err
 	}
-	now := time.Now().UnixNano()
+	var shift int64
+	if b, ok := st.State[nowKey]; ok {
+		var then int64
+		if _, err := fmt.Sscanf(string(b), "%d", &then); err != nil {
+			return &checkpoint.DecodeError{Stage: k.u.name, Key: nowKey, Err: err}
+		}
+		shift = time.Now().UnixNano() - then
+	}
 	n := uint64(len(k.shards))
 	for key, b := range st.State {
-		if key == seqKey {
+		if key == seqKey || key == nowKey {
 			continue
 		}
 		kk, err := decodeKey[K](key)
@@ -715,35 +723,33 @@ func (k *keyedCore[I, K, O]) restore(st checkpoint.Stage) error {
 		if n > 1 {
 			sh = int(maphash.Comparable(k.seed, kk) % n)
 		}
-		if err := k.shards[sh].restore(kk, b, now); err != nil {
+		if err := k.shards[sh].restore(kk, b, shift); err != nil {
 			return &checkpoint.DecodeError{Stage: k.u.name, Key: key, Err: err}
 		}
 	}
 	return nil
 }
 
-// putTimed encodes a key's saved value: the time left on its timeout (0:
-// none; at least 1 when armed) and its encoded state.
-func putTimed(deadline, now int64, state []byte) []byte {
-	left := int64(0)
-	if deadline != 0 {
-		left = max(deadline-now, 1)
-	}
-	b := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(state)), uint64(left))
+// putTimed encodes a key's saved value: its deadline (UnixNano, 0 for
+// none) and its encoded state.
+func putTimed(deadline int64, state []byte) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(state)), uint64(deadline))
 	return append(b, state...)
 }
 
-// getTimed decodes what putTimed encoded, the deadline as now + the time left.
-func getTimed(b []byte, now int64) (deadline int64, state []byte, err error) {
+// getTimed decodes what putTimed encoded, the deadline moved by shift.
+func getTimed(b []byte, shift int64) (deadline int64, state []byte, err error) {
 	if len(b) < 8 {
 		return 0, nil, fmt.Errorf("a saved value of %d bytes, want at least 8", len(b))
 	}
-	left := int64(binary.BigEndian.Uint64(b))
-	if left < 0 {
-		return 0, nil, fmt.Errorf("a negative time left (%d)", left)
-	}
-	if left > 0 {
-		deadline = now + left
+	if deadline = int64(binary.BigEndian.Uint64(b)); deadline != 0 {
+		deadline += shift
 	}
 	return deadline, b[8:], nil
 }
+
+// nowKey is the state key of the time of a keyed stage's last capture.
+// The deadlines saved are of the clock then; on restore they move by the
+// time since, so that a timeout has the time it had left at the last cut
+// and the time the pipeline was down does not count.
+const nowKey = "now"
