@@ -29,7 +29,7 @@
 //	go run ./examples/pipeline -slow-sink 200us -drain-after 1s
 //	go run ./examples/pipeline -flaky-sink 20000                 # restarted under a restart policy
 //	go run ./examples/pipeline -flaky-sink 500 -max-restarts 3   # until the policy gives up
-//	go run ./examples/pipeline -out /tmp/out -state /tmp/state   # checkpoints: after a kill, the same command resumes
+//	go run ./examples/pipeline -state /tmp/state                 # checkpoints: after a kill, the same command resumes
 package main
 
 import (
@@ -91,7 +91,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.IntVar(&c.n, "n", 1_000_000, "generate `N` orders (each placed, most paid and shipped: about 3 events per order)")
 	fs.StringVar(&c.in, "in", "", "read orders.csv (header: "+ordersHeader+") and customers.csv (header: "+customersHeader+") from this `dir` instead of generating them")
-	fs.StringVar(&c.out, "out", "", "write the generated data, the outputs, dead letters and journal to `dir` (default: a new temporary directory)")
+	fs.StringVar(&c.out, "out", "", "write the generated data, the outputs, dead letters and journal to `dir` (default: a new temporary directory; with -state, its subdirectory outputs)")
 	fs.Float64Var(&c.failRate, "fail-rate", 0.001, "fraction of generated placed rows that are broken: malformed (parse rejects them) or invalid (enrich rejects them); each is dead-lettered, and so are the paid and shipped events of that order (lifecycle rejects them), the pipeline goes on")
 	fs.Int64Var(&c.panicEvery, "panic-every", 0, "the enrich handler panics on the placed event of every order whose id is a multiple of `K` (0: never); each panic fails that event only")
 	fs.Int64Var(&c.fatalAt, "fatal-at", 0, "the enrich handler fails fatally at the placed event of order `ID` (0: never): enrich fails, the sources drain, the stages after it drain what they have")
@@ -140,8 +140,12 @@ Flags:
 		return c, errors.New("-abandon-after must be positive")
 	case c.cpEvery <= 0:
 		return c, errors.New("-checkpoint-every must be positive")
-	case c.state != "" && c.out == "":
-		return c, errors.New("-state needs -out: a resumed run goes on with the output files of the run it resumes")
+	}
+	if c.state != "" && c.out == "" {
+		// A resumed run goes on with the output files of the run it
+		// resumes: they must not be in a new temporary directory. The
+		// checkpoint directory ignores what is not a checkpoint file.
+		c.out = filepath.Join(c.state, "outputs")
 	}
 	return c, nil
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -292,9 +293,19 @@ func TestDemoResumesAfterAKill(t *testing.T) {
 
 func TestDemoStateFlags(t *testing.T) {
 	var o, e bytes.Buffer
-	assert.Equal(t, 2, run([]string{"-state", t.TempDir()}, &o, &e), "-state without -out")
-	assert.Contains(t, e.String(), "-state needs -out")
-	assert.Equal(t, 2, run([]string{"-out", t.TempDir(), "-state", t.TempDir(), "-checkpoint-every", "0s"}, &o, &e))
+	state := t.TempDir()
+	c, err := parseFlags([]string{"-state", state}, &e)
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(state, "outputs"), c.out, "the outputs of a resumable run are not in a new temporary directory")
+	assert.Equal(t, time.Second, c.cpEvery)
+	assert.Equal(t, 2, run([]string{"-state", state, "-checkpoint-every", "0s"}, &o, &e))
+
+	o.Reset()
+	e.Reset()
+	require.Equal(t, 0, run([]string{"-state", state, "-n", "2000", "-progress", "0"}, &o, &e), e.String())
+	assert.Contains(t, e.String(), "no checkpoint yet")
+	assert.Contains(t, o.String(), "checkpoints (-state): 1 stored, 0 failed", "the one at the end")
+	assert.FileExists(t, filepath.Join(state, "outputs", "alerts.jsonl"))
 	e.Reset()
 	assert.Equal(t, 0, run([]string{"-h"}, &o, &e))
 	assert.Contains(t, e.String(), "-state")
