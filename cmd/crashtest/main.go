@@ -40,6 +40,10 @@
 // -rounds, so that the kills land inside the run and the run is not over
 // before the last round.
 //
+// With -restart-finished it then starts the finished run once more, with
+// its state, and compares again: what a kill between the demo's final
+// checkpoint and its exit leads to.
+//
 // Child processes and temporary directories are removed on every exit,
 // also on an interrupt (on Linux a child also dies with crashtest).
 package main
@@ -89,6 +93,7 @@ type config struct {
 	every   time.Duration
 	demo    string
 	verbose bool
+	again   bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -101,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.every, "checkpoint-every", 100*time.Millisecond, "the demo's -checkpoint-every `D`")
 	fs.StringVar(&c.demo, "demo", "", "the demo binary to run (default: go build "+demoPackage+")")
 	fs.BoolVar(&c.verbose, "v", false, "copy the demo's stderr to stderr")
+	fs.BoolVar(&c.again, "restart-finished", false, "after the run finished, start it once more with its state and compare again: a kill between the final checkpoint and the exit")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -236,7 +242,21 @@ func crashtest(ctx context.Context, c config, stderr io.Writer) (result, error) 
 		r.diff = "no start after a kill resumed from a checkpoint (the demo did not checkpoint, or every kill came before its first checkpoint)"
 		return r, nil
 	}
-	r.diff, err = compare(ref, out)
+	if r.diff, err = compare(ref, out); err != nil || r.diff != "" || !c.again {
+		return r, err
+	}
+	ch = start(ctx, bin, crash)
+	st := ch.wait()
+	if ctx.Err() != nil {
+		return r, ctx.Err()
+	}
+	if st.err != nil || st.code != 0 {
+		r.diff = "the start after the end: " + st.describe(ch)
+		return r, nil
+	}
+	if r.diff, err = compare(ref, out); r.diff != "" {
+		r.diff = "after a start of the finished run: " + r.diff
+	}
 	return r, err
 }
 

@@ -94,9 +94,9 @@ func TestFlags(t *testing.T) {
 	assert.Equal(t, 100*time.Millisecond, c.every)
 }
 
-// TestDemoThatFailsIsADifference: a demo that exits with an error in the
-// crash run is reported, not a crash test error.
-func TestDemoThatFailsIsADifference(t *testing.T) {
+// TestReferenceThatFailsIsAnError: without a reference there is nothing to
+// compare: crashtest could not test.
+func TestReferenceThatFailsIsAnError(t *testing.T) {
 	dir := t.TempDir()
 	script := filepath.Join(dir, "demo")
 	// The reference run generates nothing and fails: crashtest cannot test.
@@ -104,4 +104,96 @@ func TestDemoThatFailsIsADifference(t *testing.T) {
 	var out, errb bytes.Buffer
 	assert.Equal(t, 2, run([]string{"-demo", script, "-rounds", "1", "-seed", "1"}, &out, &errb))
 	assert.Contains(t, out.String(), "crashtest: error: the reference run failed: the demo failed: exit status 3: broken")
+}
+
+// fakeDemo is a shell script that plays the demo: the reference run writes
+// the outputs; each of the first FAKE_KILLS crash starts says what it
+// resumes from and that it stored a checkpoint, and waits to be killed;
+// the next one writes the outputs. With FAKE_DUP set, a start
+// after the end writes an hourly row twice, as an aggregate restored from
+// the final checkpoint would.
+const fakeDemo = `#!/bin/sh
+out= state=
+while [ $# -gt 0 ]; do
+	case "$1" in -out) out=$2; shift ;; -state) state=$2; shift ;; esac
+	shift
+done
+mkdir -p "$out"
+if [ -z "$state" ]; then
+	printf 'h1\nh2\n' >"$out/hourly_revenue.jsonl"
+	printf 'v1\n' >"$out/high_value.jsonl"
+	printf 'b\na\n' >"$out/alerts.jsonl"
+	exit 0
+fi
+mkdir -p "$state"
+if [ -n "$FAKE_FAIL" ]; then
+	echo "broken state" >&2
+	exit 3
+fi
+n=$(cat "$state/starts" 2>/dev/null || echo 0)
+echo $((n + 1)) >"$state/starts"
+if [ "$n" -lt "$FAKE_KILLS" ]; then
+	if [ "$n" -gt 0 ]; then
+		echo "-state $state: resuming from checkpoint $n" >&2
+	else
+		echo "-state $state: no checkpoint yet: starting from the beginning" >&2
+	fi
+	echo "-state $state: checkpoint $((n + 1)) stored" >&2
+	exec sleep 60
+fi
+# The start that finishes says nothing, so that it ends before any kill.
+if [ -f "$out/done" ]; then
+	[ -n "$FAKE_DUP" ] && printf 'h1\n' >>"$out/hourly_revenue.jsonl"
+	exit 0
+fi
+printf 'h1\nh2\n' >"$out/hourly_revenue.jsonl"
+printf 'v1\n' >"$out/high_value.jsonl"
+printf 'a\nb\n' >"$out/alerts.jsonl"
+touch "$out/done"
+`
+
+// TestRoundsWithAFakeDemo: the kills are counted as kills, the starts
+// after them as resumes, the alerts compared as a set; -restart-finished
+// catches a finished run that writes again when started once more.
+func TestRoundsWithAFakeDemo(t *testing.T) {
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("needs /bin/sh")
+	}
+	demo := filepath.Join(t.TempDir(), "demo")
+	require.NoError(t, os.WriteFile(demo, []byte(fakeDemo), 0o755))
+	t.Setenv("FAKE_KILLS", "3")
+
+	var out, errb bytes.Buffer
+	code := run([]string{"-demo", demo, "-rounds", "3", "-seed", "1", "-restart-finished"}, &out, &errb)
+	assert.Equal(t, 0, code, errb.String())
+	assert.Equal(t, "crashtest: rounds=3 kills=3 exact=true\n", out.String())
+	assert.Contains(t, errb.String(), "2 of 3 starts after a kill resumed", "the last start says nothing")
+
+	t.Setenv("FAKE_DUP", "1")
+	out.Reset()
+	code = run([]string{"-demo", demo, "-rounds", "3", "-seed", "1", "-restart-finished"}, &out, &errb)
+	assert.Equal(t, 1, code)
+	assert.Equal(t, "crashtest: rounds=3 kills=3 exact=false: after a start of the finished run: hourly_revenue.jsonl: reference 2 lines, crash run 3\n", out.String())
+
+	t.Setenv("FAKE_KILLS", "2")
+	out.Reset()
+	errb.Reset()
+	code = run([]string{"-demo", demo, "-rounds", "3", "-seed", "1"}, &out, &errb)
+	assert.Equal(t, 0, code, errb.String())
+	assert.Equal(t, "crashtest: rounds=3 kills=2 exact=true\n", out.String())
+	assert.Contains(t, errb.String(), "round 3: the demo finished before its kill", "no more rounds")
+
+	t.Setenv("FAKE_KILLS", "1")
+	out.Reset()
+	errb.Reset()
+	code = run([]string{"-demo", demo, "-rounds", "1", "-seed", "1"}, &out, &errb)
+	assert.Equal(t, 1, code, "the outputs match, but no start resumed: the test proved nothing")
+	assert.Equal(t, "crashtest: rounds=1 kills=1 exact=false: no start after a kill resumed from a checkpoint "+
+		"(the demo did not checkpoint, or every kill came before its first checkpoint)\n", out.String())
+
+	t.Setenv("FAKE_FAIL", "1")
+	out.Reset()
+	code = run([]string{"-demo", demo, "-rounds", "1", "-seed", "1"}, &out, &errb)
+	assert.Equal(t, 1, code, "a start that fails is a difference")
+	assert.Equal(t, "crashtest: rounds=1 kills=0 exact=false: round 1: the demo failed: exit status 3: broken state\n", out.String())
 }
