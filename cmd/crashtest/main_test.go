@@ -46,32 +46,43 @@ func TestCompareFindsTheFirstDifference(t *testing.T) {
 	}
 	write(ref, "alerts.jsonl", "a\nb\nc\n")
 	write(got, "alerts.jsonl", "c\na\nb\n")
-	diff, err := compare(ref, got)
+	diff, err := comparison{ref: ref, out: got}.compare()
 	require.NoError(t, err)
 	assert.Empty(t, diff, "alerts are compared as a set")
 
 	write(got, "alerts.jsonl", "c\na\n")
-	diff, err = compare(ref, got)
+	diff, err = comparison{ref: ref, out: got}.compare()
 	require.NoError(t, err)
 	assert.Equal(t, "alerts.jsonl (sorted) line 2: reference \"b\", crash run \"c\"", diff)
 
 	write(got, "high_value.jsonl", "v2\nv1\n")
-	diff, err = compare(ref, got)
+	diff, err = comparison{ref: ref, out: got}.compare()
 	require.NoError(t, err)
 	assert.Equal(t, "high_value.jsonl line 1: reference \"v1\", crash run \"v2\"", diff, "high-value orders in order")
 
 	write(got, "high_value.jsonl", "v1\nv2\nv3")
-	diff, err = compare(ref, got)
+	diff, err = comparison{ref: ref, out: got}.compare()
 	require.NoError(t, err)
 	assert.Equal(t, "high_value.jsonl: reference 2 lines, crash run 3", diff)
 
 	require.NoError(t, os.Remove(filepath.Join(got, "hourly_revenue.jsonl")))
-	diff, err = compare(ref, got)
+	diff, err = comparison{ref: ref, out: got}.compare()
 	require.NoError(t, err)
 	assert.Contains(t, diff, "hourly_revenue.jsonl", "a missing output")
 
+	write(got, "hourly_revenue.jsonl", "h1\nh2\n")
+	write(got, "high_value.jsonl", "v1\nv2\n")
+	write(ref, "alerts.jsonl", `{"order":1,"status":"abandoned","abandoned_by":"timeout","placed_at":"x"}`+"\n")
+	write(got, "alerts.jsonl", `{"order":1,"status":"abandoned","abandoned_by":"end of input","placed_at":"x"}`+"\n")
+	diff, err = comparison{ref: ref, out: got}.compare()
+	require.NoError(t, err)
+	assert.Contains(t, diff, "alerts.jsonl (sorted) line 1", "abandoned_by differs")
+	diff, err = comparison{ref: ref, out: got, loose: true}.compare()
+	require.NoError(t, err)
+	assert.Empty(t, diff, "loose: abandoned_by is not compared")
+
 	write(ref, "hourly_revenue.jsonl", "")
-	_, err = compare(ref, got)
+	_, err = comparison{ref: ref, out: got}.compare()
 	assert.Error(t, err, "an empty reference proves nothing")
 }
 
