@@ -1,6 +1,10 @@
 package natsstage
 
-import "time"
+import (
+	"time"
+
+	"go.uber.org/zap"
+)
 
 // Defaults of the options, documented on each option.
 const (
@@ -148,5 +152,63 @@ func WithPublishTimeout(d time.Duration) SinkOption {
 			d = defaultPublishTimeout
 		}
 		o.publishTimeout = d
+	})
+}
+
+// A StoreOption configures a [Store] (see [NewStore]).
+type StoreOption interface {
+	applyStore(*storeOptions)
+}
+
+const defaultCompaction = 1.0
+
+type storeOptions struct {
+	logger     *zap.Logger
+	compaction float64
+}
+
+func newStoreOptions(opts []StoreOption) storeOptions {
+	o := storeOptions{logger: zap.NewNop(), compaction: defaultCompaction}
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applyStore(&o)
+		}
+	}
+	return o
+}
+
+type storeOption func(*storeOptions)
+
+func (f storeOption) applyStore(o *storeOptions) { f(o) }
+
+// WithStoreLogger sets the logger a [Store] reports to: a Warn line for
+// each torn, corrupt or missing checkpoint that [Store.Load] skips, for a
+// corrupt head, for a failed compaction and for an object it could not
+// remove. nil means no logging.
+//
+// Default: zap.NewNop().
+func WithStoreLogger(l *zap.Logger) StoreOption {
+	return storeOption(func(o *storeOptions) {
+		if l == nil {
+			l = zap.NewNop()
+		}
+		o.logger = l
+	})
+}
+
+// WithCompaction sets when a [Store] starts a compaction in the background
+// (see [Store]): once the deltas saved since the last full checkpoint add
+// up to ratio × its size. A smaller ratio makes [Store.Load] faster and the
+// bucket smaller, and compactions (which read and write the whole state)
+// more frequent. ratio ≤ 0 compacts after every delta; NaN falls back to
+// the default.
+//
+// Default: 1 (the deltas may grow as large as the full checkpoint).
+func WithCompaction(ratio float64) StoreOption {
+	return storeOption(func(o *storeOptions) {
+		if ratio != ratio { // NaN
+			ratio = defaultCompaction
+		}
+		o.compaction = ratio
 	})
 }
