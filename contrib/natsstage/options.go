@@ -31,10 +31,11 @@ type Option interface {
 }
 
 type sourceOptions struct {
-	prefetch   int
-	maxOutage  time.Duration
-	retries    uint64
-	retryDelay time.Duration
+	prefetch    int
+	maxOutage   time.Duration
+	retries     uint64
+	retryDelay  time.Duration
+	ackOnCommit bool
 }
 
 func newSourceOptions(opts []SourceOption) sourceOptions {
@@ -117,6 +118,7 @@ func WithPrefetch(n int) SourceOption {
 // redeliver it) and goes to the dead-letter function given to
 // [DeadLetter]. times must stay below the consumer's MaxDeliver, or
 // [Source.Open] fails. A negative delay counts as 0 (redelivered at once).
+// A Source made with [WithAckOnCommit] retries nothing.
 //
 // Default: times = 0, a rejected message is terminated at once.
 func WithRetry(times int, delay time.Duration) SourceOption {
@@ -124,6 +126,24 @@ func WithRetry(times int, delay time.Duration) SourceOption {
 		o.retries = uint64(max(times, 0))
 		o.retryDelay = max(delay, 0)
 	})
+}
+
+// WithAckOnCommit makes a [Source] fit for a pipeline that checkpoints
+// ([stage.WithCheckpoint]): with on, a message is acknowledged only when
+// the pipeline commits a stored checkpoint that covers it (see
+// [Source.Commit]), not once its outputs are published, so that a crash
+// loses no input the restored state has not seen; and the Source emits
+// each stream sequence at most once, in order, skipping what a checkpoint
+// covers (see [Source.Resume]). A rejected message is then terminated and
+// dead-lettered at once, whatever [WithRetry] says: redelivered, it would
+// come back behind the position. Every message held counts against the
+// consumer's MaxAckPending until the next checkpoint: set it to at least
+// the messages of one checkpoint interval (or -1, no limit), and AckWait
+// longer than the interval.
+//
+// Default: false — acknowledged once published, [Source.Position] fails.
+func WithAckOnCommit(on bool) SourceOption {
+	return sourceOption(func(o *sourceOptions) { o.ackOnCommit = on })
 }
 
 // WithMaxInFlight sets how many messages the [Sink] publishes ahead of
