@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/checkpoint"
 )
 
 // ErrNoRoute is the cause of the dead letter of an item that a [Route]
@@ -246,3 +247,20 @@ func (f *fanCore[T]) sweep(cause error) {
 	f.sweepHeld(cause)
 	f.in.sweep(f.u, cause)
 }
+
+func (f *fanCore[T]) writers() int { return int(f.in.writers.Load()) }
+
+func (f *fanCore[T]) capture(context.Context) (checkpoint.StageUpdate, error) {
+	return checkpoint.StageUpdate{Set: seqUpdate(f.seq)}, nil
+}
+
+func (f *fanCore[T]) forward(ctx context.Context, id uint64) error {
+	for _, out := range f.outs {
+		if err := out.send(ctx, barrierBatch[T](id)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *fanCore[T]) restore(st checkpoint.Stage) error { return restoreSeq(st, &f.seq) }

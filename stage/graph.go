@@ -263,6 +263,10 @@ func (g *Graph) Build() (*Pipeline, error) {
 		u.policy = &policy
 	}
 	p.graph = g
+	if p.opts.store != nil {
+		p.ck = newCheckpointer(p)
+		errs = append(errs, p.ck.check()...)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

@@ -25,17 +25,31 @@ func (in *input[T]) receive(ctx context.Context, u *unit) (b []Item[T], ok bool,
 		in.nItems -= len(b)
 		return b, true, nil
 	}
-	if in.ended {
-		return nil, false, nil
+	for {
+		if in.ended {
+			return nil, false, nil
+		}
+		select {
+		case b, ok = <-in.ch:
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
+		if !ok {
+			in.ended = true
+			return nil, false, nil
+		}
+		if b, ok, err = in.take(ctx, u, b); b != nil || err != nil {
+			return b, ok, err
+		}
 	}
-	select {
-	case b, ok = <-in.ch:
-	case <-ctx.Done():
-		return nil, false, ctx.Err()
-	}
-	if !ok {
-		in.ended = true
-		return nil, false, nil
+}
+
+// take handles batch b, received from the channel: a barrier is counted
+// (see [unit.onBarrier]) and take returns nil; any other batch is counted
+// in u's In and returned.
+func (in *input[T]) take(ctx context.Context, u *unit, b []Item[T]) ([]Item[T], bool, error) {
+	if id, ok := barrierOf(b); ok {
+		return nil, false, u.onBarrier(ctx, id)
 	}
 	u.stats.in.Add(uint64(len(b)))
 	return b, true, nil
@@ -68,6 +82,9 @@ func (in *input[T]) shed(ctx context.Context, u *unit, stop <-chan struct{}, cau
 		if !ok {
 			in.ended = true
 			return true, nil
+		}
+		if _, isBarrier := barrierOf(b); isBarrier {
+			return false, nil // the stage is down: the cut is given up
 		}
 		u.stats.in.Add(uint64(len(b)))
 		if parkable && in.nItems+len(b) <= cap(in.ch)*in.batch {
@@ -107,6 +124,9 @@ func (in *input[T]) sweep(u *unit, cause error) {
 			if !ok {
 				in.ended = true
 				return
+			}
+			if _, isBarrier := barrierOf(b); isBarrier {
+				continue
 			}
 			u.stats.in.Add(uint64(len(b)))
 			for _, it := range b {

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/checkpoint"
 )
 
 // ErrUnmatched is the cause of the dead letter of a stream item that a
@@ -101,6 +102,9 @@ type JoinSpec[K comparable, R, S, O any] struct {
 	// Fairness is, in [Live] mode, how many reference batches the join takes
 	// in a row while stream items wait. Default: 4.
 	Fairness int
+	// Codec encodes the table's references in a checkpoint (see
+	// [WithCheckpoint]). Default: [checkpoint.Gob].
+	Codec checkpoint.Codec[R]
 }
 
 // Join adds the join stage name, which enriches the items of stream with
@@ -156,6 +160,11 @@ type joinCore[K comparable, R, S, O any] struct {
 	drainAsk  bool
 	outClosed bool
 	unmatched atomic.Uint64
+
+	// In a checkpointing pipeline: the keys of the table set since the
+	// last capture (Live), or whether the table was captured (Finite).
+	dirty      map[K]struct{}
+	tableSaved bool
 }
 
 func (j *joinCore[K, R, S, O]) handler() any                 { return nil }
@@ -237,7 +246,9 @@ func (j *joinCore[K, R, S, O]) interleave(ctx context.Context) (stagefsm.Directi
 			j.ref.ended = true
 			return stagefsm.Continue[event](), nil
 		}
-		j.u.stats.in.Add(uint64(len(b)))
+		if b, _, err := j.ref.take(ctx, j.u, b); b == nil {
+			return stagefsm.Continue[event](), err
+		}
 		j.streak++
 		j.absorb(b)
 		return stagefsm.Continue[event](), nil
@@ -255,7 +266,10 @@ func (j *joinCore[K, R, S, O]) streamBatch(ctx context.Context, b []Item[S], ok 
 		j.str.ended = true
 		return stagefsm.Transition(event{kind: eof}), nil
 	}
-	j.u.stats.in.Add(uint64(len(b)))
+	b, _, err := j.str.take(ctx, j.u, b)
+	if b == nil {
+		return stagefsm.Continue[event](), err
+	}
 	j.held, j.next = b, 0
 	return j.process(ctx)
 }
@@ -274,6 +288,9 @@ func (j *joinCore[K, R, S, O]) absorb(b []Item[R]) {
 			continue
 		}
 		j.table[k] = it.Payload
+		if j.dirty != nil {
+			j.dirty[k] = struct{}{}
+		}
 		delivered++
 	}
 	j.u.stats.delivered.Add(delivered)
@@ -414,3 +431,80 @@ func (j *joinCore[K, R, S, O]) sweep(cause error) {
 
 // unmatchedCount reports Stats.Unmatched.
 func (j *joinCore[K, R, S, O]) unmatchedCount() uint64 { return j.unmatched.Load() }
+
+func (j *joinCore[K, R, S, O]) prepare() error {
+	if j.spec.Codec == nil {
+		j.spec.Codec = checkpoint.Gob[R]{}
+	}
+	if j.spec.Mode == Live {
+		j.dirty = make(map[K]struct{})
+	}
+	return nil
+}
+
+func (j *joinCore[K, R, S, O]) writers() int {
+	return int(j.ref.writers.Load()) + int(j.str.writers.Load())
+}
+
+// capture returns the table's changes: in Live mode the keys set since
+// the last capture, in Finite mode the whole table, once (it is complete
+// before the first cut: no cut is taken while a join hydrates).
+func (j *joinCore[K, R, S, O]) capture(context.Context) (checkpoint.StageUpdate, error) {
+	part := checkpoint.StageUpdate{Set: seqUpdate(j.seq)}
+	put := func(k K) error {
+		key, err := encodeKey(k)
+		if err != nil {
+			return err
+		}
+		b, err := j.spec.Codec.Encode(j.table[k])
+		if err != nil {
+			return fmt.Errorf("encoding the reference of key %v: %w", k, err)
+		}
+		part.Set[key] = b
+		return nil
+	}
+	if j.dirty != nil {
+		for k := range j.dirty {
+			if err := put(k); err != nil {
+				return part, err
+			}
+		}
+		clear(j.dirty)
+		return part, nil
+	}
+	if !j.tableSaved {
+		for k := range j.table {
+			if err := put(k); err != nil {
+				return part, err
+			}
+		}
+		j.tableSaved = true
+	}
+	return part, nil
+}
+
+func (j *joinCore[K, R, S, O]) forward(ctx context.Context, id uint64) error {
+	return j.out.send(ctx, barrierBatch[O](id))
+}
+
+func (j *joinCore[K, R, S, O]) restore(st checkpoint.Stage) error {
+	if err := restoreSeq(st, &j.seq); err != nil {
+		return err
+	}
+	for key, b := range st.State {
+		if key == seqKey {
+			continue
+		}
+		k, err := decodeKey[K](key)
+		if err != nil {
+			return &checkpoint.DecodeError{Stage: j.u.name, Key: key, Err: err}
+		}
+		r, err := j.spec.Codec.Decode(b)
+		if err != nil {
+			return &checkpoint.DecodeError{Stage: j.u.name, Key: key, Err: err}
+		}
+		j.table[k] = r
+	}
+	j.tableSaved = true
+	return nil
+}

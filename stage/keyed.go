@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/checkpoint"
 )
 
 // Scope is the context (the C) of one key's machine in a keyed stage (see
@@ -57,6 +58,15 @@ type KeyedSpec[I any, K comparable, S, E, A, O any] struct {
 	// Workers, when more than 1, runs the stage on that many workers (see
 	// [Keyed]); 0 and 1 run it on the stage's own goroutine.
 	Workers int
+	// Restore, required in a pipeline that checkpoints (see
+	// [WithCheckpoint]), creates the instance of a key in state s, as a
+	// checkpoint saved it (for a mealy definition: its New(s)). Its
+	// timeout, if it was armed, is armed again for the time it had left;
+	// the machine's own deadline is not used for it.
+	Restore func(key K, s S) (stagefsm.Machine[S, E, *Scope[K, O], A], error)
+	// Codec encodes the instances' states in a checkpoint. Default:
+	// [checkpoint.Gob].
+	Codec checkpoint.Codec[S]
 }
 
 // ErrKeyedSpec is the build error, matched with errors.Is, of a keyed
@@ -93,9 +103,10 @@ type keyedRec[K comparable, S, E, A, O any] struct {
 	// later deadline, or dropped. So the common re-arm (the same timeout,
 	// from a later now) and a disarm cost no heap operation and leave no
 	// stale entry behind.
-	at   int64
-	gen  uint32
-	live bool
+	at    int64
+	gen   uint32
+	live  bool
+	dirty bool // changed since the last capture (in a checkpointing pipeline)
 }
 
 // keyedStater is the optional interface of a core that reports keys and
@@ -117,6 +128,12 @@ type keyedMachines[I any, K comparable, S, E, A, O any] struct {
 	scope  Scope[K, O]
 	pre    []int32 // by index in the batch last warmed: the key's slot, or -1
 	sink   uint32  // what warm read, so that the reads stay
+
+	// In a checkpointing pipeline: the slots changed and the keys removed
+	// since the last capture.
+	track   bool
+	dirty   []int32
+	removed []K
 }
 
 func newKeyedMachines[I any, K comparable, S, E, A, O any](spec *KeyedSpec[I, K, S, E, A, O], counts *keyedCounts) *keyedMachines[I, K, S, E, A, O] {
@@ -288,6 +305,10 @@ func (s *keyedMachines[I, K, S, E, A, O]) settle(r int32) {
 	if !rec.live {
 		return
 	}
+	if s.track && !rec.dirty {
+		rec.dirty = true
+		s.dirty = append(s.dirty, r)
+	}
 	if s.spec.Terminal(rec.m.State()) {
 		s.remove(r)
 		return
@@ -332,6 +353,9 @@ func (s *keyedMachines[I, K, S, E, A, O]) remove(r int32) {
 	}
 	s.consume(rec)
 	delete(s.index, rec.key)
+	if s.track {
+		s.removed = append(s.removed, rec.key)
+	}
 	*rec = keyedRec[K, S, E, A, O]{}
 	s.free = append(s.free, r)
 	s.counts.keys.Add(-1)
@@ -464,6 +488,98 @@ func ThenKeyed[I any, K comparable, S, E, A, O any](c *Chain[I], name string, sp
 	return &Chain[O]{add: func(g *Graph) *Stream[O] { return Keyed(chainStream(g, c), name, spec) }}
 }
 
+func (s *keyedMachines[I, K, S, E, A, O]) prepare() error {
+	if s.spec.Restore == nil {
+		return fmt.Errorf("%w: KeyedSpec needs Restore in a pipeline that checkpoints", ErrKeyedSpec)
+	}
+	if s.spec.Codec == nil {
+		s.spec.Codec = checkpoint.Gob[S]{}
+	}
+	s.track = true
+	return nil
+}
+
+func (s *keyedMachines[I, K, S, E, A, O]) capture(part *checkpoint.StageUpdate) error {
+	for _, k := range s.removed {
+		if _, live := s.index[k]; live {
+			continue // removed, then created again: set below
+		}
+		key, err := encodeKey(k)
+		if err != nil {
+			return err
+		}
+		part.Delete = append(part.Delete, key)
+	}
+	clear(s.removed)
+	s.removed = s.removed[:0]
+	for _, r := range s.dirty {
+		rec := s.slab.at(r)
+		if !rec.live || !rec.dirty {
+			continue
+		}
+		rec.dirty = false
+		key, err := encodeKey(rec.key)
+		if err != nil {
+			return err
+		}
+		b, err := s.spec.Codec.Encode(rec.m.State())
+		if err != nil {
+			return fmt.Errorf("encoding the state of key %v: %w", rec.key, err)
+		}
+		part.Set[key] = putTimed(rec.deadline*boolInt(rec.gen != 0), b)
+	}
+	s.dirty = s.dirty[:0]
+	return nil
+}
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (s *keyedMachines[I, K, S, E, A, O]) restore(key K, b []byte, shift int64) error {
+	deadline, enc, err := getTimed(b, shift)
+	if err != nil {
+		return err
+	}
+	st, err := s.spec.Codec.Decode(enc)
+	if err != nil {
+		return err
+	}
+	m, err := s.spec.Restore(key, st)
+	if err == nil && m == nil {
+		err = errors.New("KeyedSpec.Restore returned a nil machine")
+	}
+	if err != nil {
+		return fmt.Errorf("restoring the instance: %w", err)
+	}
+	r, ok := s.index[key]
+	if !ok {
+		if n := len(s.free); n > 0 {
+			r, s.free = s.free[n-1], s.free[:n-1]
+		} else {
+			r = s.slab.add()
+		}
+		s.counts.keys.Add(1)
+	}
+	timed, _ := m.(stagefsm.Timed[E])
+	rec := s.slab.at(r)
+	*rec = keyedRec[K, S, E, A, O]{m: m, timed: timed, key: key, live: true}
+	s.index[key] = r
+	if deadline != 0 && timed != nil {
+		s.timers.armed++
+		s.gen++
+		if s.gen == 0 {
+			s.gen++
+		}
+		rec.deadline, rec.at, rec.gen = deadline, deadline, s.gen
+		s.timers.push(timerEnt{at: deadline, slot: r, gen: s.gen})
+	}
+	return nil
+}
+
 // aggregate is the one-key accumulator of [Aggregate].
 type aggregate[I, S, O any] struct {
 	state S
@@ -478,6 +594,17 @@ func (a *aggregate[I, S, O]) Process(_ context.Context, v I, _ func(O)) error {
 
 func (a *aggregate[I, S, O]) Drain(_ context.Context, emit func(O)) error {
 	a.out(a.state, emit)
+	return nil
+}
+
+func (a *aggregate[I, S, O]) saveState() ([]byte, error) { return checkpoint.Gob[S]{}.Encode(a.state) }
+
+func (a *aggregate[I, S, O]) loadState(b []byte) error {
+	s, err := checkpoint.Gob[S]{}.Decode(b)
+	if err != nil {
+		return err
+	}
+	a.state = s
 	return nil
 }
 

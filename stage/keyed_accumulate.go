@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/stagefsm/stagefsm/checkpoint"
 )
 
 // KeyedAccumulator declares a keyed accumulator stage (see
@@ -48,6 +50,9 @@ type KeyedAccumulator[I any, K comparable, S, O any] struct {
 	// [KeyedSpec.Workers] does; Fold, Emit and EmitWhen must then be safe
 	// to call for different keys at once.
 	Workers int
+	// Codec encodes the keys' states in a checkpoint (see
+	// [WithCheckpoint]). Default: [checkpoint.Gob].
+	Codec checkpoint.Codec[S]
 }
 
 func (a *KeyedAccumulator[I, K, S, O]) check() error {
@@ -65,6 +70,7 @@ type accRec[K comparable, S any] struct {
 	gen      uint32 // bumped when the slot's timer is disarmed
 	armed    bool
 	live     bool
+	dirty    bool // changed since the last capture (in a checkpointing pipeline)
 }
 
 // keyedAccs is a shard of a [KeyedAccumulate] stage: a slab of per-key
@@ -81,6 +87,12 @@ type keyedAccs[I any, K comparable, S, O any] struct {
 	emitFn func(O)
 	pre    []int32 // by index in the batch last warmed: the key's slot, or -1
 	sink   int32   // what warm read, so that the reads stay
+
+	// In a checkpointing pipeline: the slots changed and the keys removed
+	// since the last capture.
+	track   bool
+	dirty   []int32
+	removed []K
 }
 
 func newKeyedAccs[I any, K comparable, S, O any](u *unit, spec *KeyedAccumulator[I, K, S, O], counts *keyedCounts) *keyedAccs[I, K, S, O] {
@@ -118,6 +130,10 @@ func (s *keyedAccs[I, K, S, O]) item(ctx context.Context, j int, key K, v I, w *
 		}
 		return err
 	}
+	if s.track && !rec.dirty {
+		rec.dirty = true
+		s.dirty = append(s.dirty, r)
+	}
 	if !ok && s.spec.Every > 0 {
 		rec.deadline, rec.armed = time.Now().Add(s.spec.Every).UnixNano(), true
 		s.timers.armed++
@@ -146,6 +162,9 @@ func (s *keyedAccs[I, K, S, O]) remove(r int32) {
 		s.timers.armed--
 	}
 	delete(s.index, rec.key)
+	if s.track {
+		s.removed = append(s.removed, rec.key)
+	}
 	*rec = accRec[K, S]{gen: rec.gen + 1}
 	s.free = append(s.free, r)
 	s.counts.keys.Add(-1)
@@ -310,4 +329,76 @@ func KeyedAccumulate[I any, K comparable, S, O any](in *Stream[I], name string, 
 // [Pipeline.Start].
 func ThenKeyedAccumulate[I any, K comparable, S, O any](c *Chain[I], name string, spec KeyedAccumulator[I, K, S, O]) *Chain[O] {
 	return &Chain[O]{add: func(g *Graph) *Stream[O] { return KeyedAccumulate(chainStream(g, c), name, spec) }}
+}
+
+func (s *keyedAccs[I, K, S, O]) prepare() error {
+	if s.spec.Codec == nil {
+		s.spec.Codec = checkpoint.Gob[S]{}
+	}
+	s.track = true
+	return nil
+}
+
+func (s *keyedAccs[I, K, S, O]) capture(part *checkpoint.StageUpdate) error {
+	for _, k := range s.removed {
+		if _, live := s.index[k]; live {
+			continue // removed, then created again: set below
+		}
+		key, err := encodeKey(k)
+		if err != nil {
+			return err
+		}
+		part.Delete = append(part.Delete, key)
+	}
+	clear(s.removed)
+	s.removed = s.removed[:0]
+	for _, r := range s.dirty {
+		rec := s.slab.at(r)
+		if !rec.live || !rec.dirty {
+			continue
+		}
+		rec.dirty = false
+		key, err := encodeKey(rec.key)
+		if err != nil {
+			return err
+		}
+		b, err := s.spec.Codec.Encode(rec.state)
+		if err != nil {
+			return fmt.Errorf("encoding the state of key %v: %w", rec.key, err)
+		}
+		var deadline int64
+		if rec.armed {
+			deadline = rec.deadline
+		}
+		part.Set[key] = putTimed(deadline, b)
+	}
+	s.dirty = s.dirty[:0]
+	return nil
+}
+
+func (s *keyedAccs[I, K, S, O]) restore(key K, b []byte, shift int64) error {
+	deadline, enc, err := getTimed(b, shift)
+	if err != nil {
+		return err
+	}
+	st, err := s.spec.Codec.Decode(enc)
+	if err != nil {
+		return err
+	}
+	r, ok := s.index[key]
+	if !ok {
+		r = s.create(key)
+	}
+	rec := s.slab.at(r)
+	if rec.armed {
+		s.timers.armed--
+	}
+	rec.state, rec.armed, rec.deadline = st, false, 0
+	rec.gen++
+	if deadline != 0 {
+		rec.deadline, rec.armed = deadline, true
+		s.timers.armed++
+		s.timers.push(timerEnt{at: deadline, slot: r, gen: rec.gen})
+	}
+	return nil
 }

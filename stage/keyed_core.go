@@ -2,6 +2,7 @@ package stage
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/checkpoint"
 )
 
 // keyedShard is one worker's part of a keyed stage: the instances of the
@@ -28,6 +30,14 @@ type keyedShard[I any, K comparable, O any] interface {
 	fireDue(ctx context.Context, now int64, w *keyedOut[O]) error
 	// drain runs the end-of-input trigger of every live instance.
 	drain(ctx context.Context, w *keyedOut[O]) error
+	// prepare readies the shard for checkpoints: it starts tracking the
+	// keys that change, or says why it cannot checkpoint.
+	prepare() error
+	// capture adds to part the keys changed since the last capture.
+	capture(part *checkpoint.StageUpdate) error
+	// restore gives key its state from a checkpoint, b as capture made it,
+	// its deadline moved by shift.
+	restore(key K, b []byte, shift int64) error
 	// warm looks up the instances of the items idx of a batch, whose keys
 	// are keys (by index in the batch), before they are handled, bringing
 	// them into the cache in loops short enough for the processor to
@@ -428,8 +438,8 @@ func (k *keyedCore[I, K, O]) receive(ctx context.Context) ([]Item[I], bool, erro
 			in.ended = true
 			return nil, false, nil
 		}
-		k.u.stats.in.Add(uint64(len(b)))
-		return b, true, nil
+		b, _, err := in.take(ctx, k.u, b)
+		return b, true, err // a barrier: nil, as if the timer fired
 	case <-tc:
 		return nil, true, nil
 	case <-ctx.Done():
@@ -659,3 +669,87 @@ func (s *slab[T]) add() int32 {
 	s.n++
 	return r
 }
+
+func (k *keyedCore[I, K, O]) prepare() error {
+	for _, s := range k.shards {
+		if err := s.prepare(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (k *keyedCore[I, K, O]) writers() int { return int(k.in.writers.Load()) }
+
+func (k *keyedCore[I, K, O]) capture(context.Context) (checkpoint.StageUpdate, error) {
+	part := checkpoint.StageUpdate{Set: seqUpdate(k.seq)}
+	now := time.Now().UnixNano()
+	part.Set[nowKey] = fmt.Appendf(nil, "%d", now)
+	for _, s := range k.shards {
+		if err := s.capture(&part); err != nil {
+			return part, err
+		}
+	}
+	return part, nil
+}
+
+func (k *keyedCore[I, K, O]) forward(ctx context.Context, id uint64) error {
+	return k.out.send(ctx, barrierBatch[O](id))
+}
+
+// restore gives each key of the checkpoint to its shard.
+func (k *keyedCore[I, K, O]) restore(st checkpoint.Stage) error {
+	if err := restoreSeq(st, &k.seq); err != nil {
+		return err
+	}
+	var shift int64
+	if b, ok := st.State[nowKey]; ok {
+		var then int64
+		if _, err := fmt.Sscanf(string(b), "%d", &then); err != nil {
+			return &checkpoint.DecodeError{Stage: k.u.name, Key: nowKey, Err: err}
+		}
+		shift = time.Now().UnixNano() - then
+	}
+	n := uint64(len(k.shards))
+	for key, b := range st.State {
+		if key == seqKey || key == nowKey {
+			continue
+		}
+		kk, err := decodeKey[K](key)
+		if err != nil {
+			return &checkpoint.DecodeError{Stage: k.u.name, Key: key, Err: err}
+		}
+		sh := 0
+		if n > 1 {
+			sh = int(maphash.Comparable(k.seed, kk) % n)
+		}
+		if err := k.shards[sh].restore(kk, b, shift); err != nil {
+			return &checkpoint.DecodeError{Stage: k.u.name, Key: key, Err: err}
+		}
+	}
+	return nil
+}
+
+// putTimed encodes a key's saved value: its deadline (UnixNano, 0 for
+// none) and its encoded state.
+func putTimed(deadline int64, state []byte) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(state)), uint64(deadline))
+	return append(b, state...)
+}
+
+// getTimed decodes what putTimed encoded, the deadline moved by shift.
+func getTimed(b []byte, shift int64) (deadline int64, state []byte, err error) {
+	if len(b) < 8 {
+		return 0, nil, fmt.Errorf("a saved value of %d bytes, want at least 8", len(b))
+	}
+	if deadline = int64(binary.BigEndian.Uint64(b)); deadline != 0 {
+		deadline += shift
+	}
+	return deadline, b[8:], nil
+}
+
+// nowKey is the state key of the time of a keyed stage's last capture.
+// The deadlines saved are of the clock then; on restore they move by the
+// time since, so that a timeout has the time it had left at the last cut
+// and the time the pipeline was down does not count.
+const nowKey = "now"

@@ -1,7 +1,11 @@
 package stage
 
 import (
+	"time"
+
 	"go.uber.org/zap"
+
+	"github.com/stagefsm/stagefsm/checkpoint"
 
 	"github.com/stagefsm/stagefsm"
 )
@@ -27,6 +31,8 @@ type options struct {
 	logger     *zap.Logger
 	restart    map[string]stagefsm.RestartPolicy // by stage name
 	latency    bool
+	store      checkpoint.Store // nil: no checkpoints
+	every      time.Duration
 }
 
 func newOptions(opts []Option) options {

@@ -78,7 +78,8 @@ type Pipeline struct {
 	err    error   // a construction problem, reported by Start
 	units  []*unit // in the order they were added: every stage after the ones it reads
 	byName map[string]*unit
-	graph  *Graph // what it was built from, for its Mermaid picture
+	graph  *Graph        // what it was built from, for its Mermaid picture
+	ck     *checkpointer // nil unless WithCheckpoint
 	done   chan struct{}
 	result error // set before done is closed
 	// runCtx is the stages' context, for the goroutines the pipeline runs
@@ -125,6 +126,14 @@ func (p *Pipeline) Start(ctx context.Context) error {
 		p.mu.Unlock()
 		return p.err
 	}
+	if p.ck != nil {
+		if err := p.ck.restore(ctx); err != nil {
+			p.result = err
+			close(p.done)
+			p.mu.Unlock()
+			return err
+		}
+	}
 	runCtx, cancel := context.WithCancelCause(ctx)
 	p.cancel, p.runCtx = cancel, runCtx
 	if p.aborted {
@@ -140,6 +149,9 @@ func (p *Pipeline) Start(ctx context.Context) error {
 			opts = append(opts, stagefsm.WithControlCapacity(controlCapacity))
 		}
 		u.st = stagefsm.Start(runCtx, supervisor{u}, State{}, u, opts...)
+	}
+	if p.ck != nil {
+		go p.ck.run(runCtx)
 	}
 	go p.supervise(runCtx)
 
@@ -347,10 +359,18 @@ func (p *Pipeline) supervise(ctx context.Context) {
 		// the pipeline is aborted.
 		u.bg.Wait()
 		// Make sure its downstream sees end of input whatever way it ended.
+		u.end(ctx, false)
 		u.core.closeOutput()
 	}
 	aborted := ctx.Err() != nil
 	var failures []error
+	if ck := p.ck; ck != nil {
+		if aborted {
+			ck.halt()
+		} else if err := ck.finish(ctx); err != nil {
+			failures = append(failures, err)
+		}
+	}
 	if aborted {
 		cause := context.Cause(ctx)
 		if errors.Is(cause, ErrAborted) {
@@ -507,5 +527,8 @@ func (p *Pipeline) Stats() PipelineStats {
 		st.Dropped += s.Counts.Dropped
 	}
 	st.InFlight = st.Emitted - st.Delivered - st.DeadLettered - st.Dropped
+	if p.ck != nil {
+		p.ck.stats(&st)
+	}
 	return st
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/checkpoint"
 )
 
 // sinkCore runs a [Sink] on each ok item of its input batches and
@@ -137,3 +138,31 @@ func (s *sinkCore[T]) sweep(cause error) {
 	s.sweepHeld(cause)
 	s.in.sweep(s.u, cause)
 }
+
+func (s *sinkCore[T]) writers() int { return int(s.in.writers.Load()) }
+
+// capture flushes the sink and returns its position, if it is [Resumable].
+func (s *sinkCore[T]) capture(ctx context.Context) (checkpoint.StageUpdate, error) {
+	var part checkpoint.StageUpdate
+	err := safeCall(func() error {
+		if s.flusher != nil {
+			if err := s.flusher.Flush(ctx); err != nil {
+				return err
+			}
+		}
+		if r, ok := s.h.(Resumable); ok {
+			pos, err := r.Position()
+			if err == nil && pos == nil {
+				pos = []byte{}
+			}
+			part.Position = pos
+			return err
+		}
+		return nil
+	})
+	return part, err
+}
+
+func (s *sinkCore[T]) forward(context.Context, uint64) error { return nil }
+
+func (s *sinkCore[T]) restore(checkpoint.Stage) error { return nil }

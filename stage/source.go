@@ -3,9 +3,13 @@ package stage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 
+	"go.uber.org/zap"
+
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/checkpoint"
 )
 
 // sourceCore runs a [Source]: it fills a batch by calling Next and sends
@@ -21,6 +25,7 @@ type sourceCore[T any] struct {
 	eof         bool
 	outClosed   bool
 	emitFn      func(T)
+	pausedFor   uint64 // the latest cut the source paused for
 }
 
 func newSourceCore[T any](u *unit, h Source[T], out *edge[T]) *sourceCore[T] {
@@ -69,6 +74,13 @@ func (s *sourceCore[T]) fill(ctx context.Context) (empty bool, err error) {
 // batch early; when the whole dispatch emitted nothing the stage idles (the
 // loop's backoff) rather than spin on a source that has nothing yet.
 func (s *sourceCore[T]) running(ctx context.Context) (stagefsm.Directive[event], error) {
+	if ck := s.u.p.ck; ck != nil {
+		s.commitNow(ctx)
+		if id := ck.pauseID.Load(); id > s.pausedFor {
+			s.pausedFor = id
+			return s.pause(ctx, ck, id)
+		}
+	}
 	if s.cur == nil {
 		s.cur = s.out.get()
 	}
@@ -163,3 +175,78 @@ func (s *sourceCore[T]) sweepHeld(cause error) {
 }
 
 func (s *sourceCore[T]) sweep(cause error) { s.sweepHeld(cause) }
+
+// pause is the source's part of cut id (see [WithCheckpoint]): it sends
+// what it holds, captures its position, and waits, sending the barrier
+// when the cut asks, until the cut lets the sources go on.
+func (s *sourceCore[T]) pause(ctx context.Context, ck *checkpointer, id uint64) (stagefsm.Directive[event], error) {
+	if err := s.flush(ctx); err != nil {
+		return stagefsm.Directive[event]{}, err
+	}
+	part, err := s.capture(ctx)
+	k := ck.paused(s.u, id, part, err)
+	if k == nil {
+		return stagefsm.Continue[event](), nil // the cut was given up
+	}
+	select {
+	case <-k.barrier:
+		if err := s.forward(ctx, id); err != nil {
+			return stagefsm.Directive[event]{}, err
+		}
+	case <-k.resume:
+		return stagefsm.Continue[event](), nil
+	case <-ctx.Done():
+		return stagefsm.Directive[event]{}, ctx.Err()
+	}
+	select {
+	case <-k.resume:
+		return stagefsm.Continue[event](), nil
+	case <-ctx.Done():
+		return stagefsm.Directive[event]{}, ctx.Err()
+	}
+}
+
+// commitNow passes the position of the latest checkpoint stored to a
+// source that is a [Committer].
+func (s *sourceCore[T]) commitNow(ctx context.Context) {
+	pos := s.u.commitPos.Swap(nil)
+	if pos == nil {
+		return
+	}
+	c, ok := s.h.(Committer)
+	if !ok {
+		return
+	}
+	if err := safeCall(func() error { return c.Commit(ctx, *pos) }); err != nil {
+		s.u.p.opts.logger.Warn("stage: a source's commit failed; the next one covers its input",
+			zap.String("stage", s.u.name), zap.Error(err))
+	}
+}
+
+func (s *sourceCore[T]) prepare() error {
+	if _, ok := s.h.(Resumable); !ok {
+		return fmt.Errorf("the source %T is not a stage.Resumable: it cannot go back to a checkpoint's position", s.h)
+	}
+	return nil
+}
+
+func (s *sourceCore[T]) writers() int { return 0 }
+
+func (s *sourceCore[T]) capture(context.Context) (checkpoint.StageUpdate, error) {
+	var pos []byte
+	err := safeCall(func() error {
+		var err error
+		pos, err = s.h.(Resumable).Position()
+		return err
+	})
+	if err == nil && pos == nil {
+		pos = []byte{} // a position, if an empty one: nil would keep the last
+	}
+	return checkpoint.StageUpdate{Position: pos, Set: seqUpdate(s.seq)}, err
+}
+
+func (s *sourceCore[T]) forward(ctx context.Context, id uint64) error {
+	return s.out.send(ctx, barrierBatch[T](id))
+}
+
+func (s *sourceCore[T]) restore(st checkpoint.Stage) error { return restoreSeq(st, &s.seq) }

@@ -101,5 +101,11 @@ type PipelineStats struct {
 	// InFlight is Emitted - Delivered - DeadLettered - Dropped: items in
 	// channels or in stages' hands. It is 0 once the pipeline has ended.
 	InFlight uint64
-	Stages   []Stats
+	// Checkpoints counts the checkpoints stored and CheckpointFailures
+	// those that failed (a cut given up, a capture or a store that
+	// failed); CheckpointErr is the latest failure's error. All are 0
+	// without [WithCheckpoint].
+	Checkpoints, CheckpointFailures uint64
+	CheckpointErr                   error
+	Stages                          []Stats
 }

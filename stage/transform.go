@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/stagefsm/stagefsm"
+	"github.com/stagefsm/stagefsm/checkpoint"
 )
 
 // transformCore runs a [Transform] on each ok item of its input batches
@@ -230,4 +231,46 @@ func parkHeld[T any](u *unit, in *input[T], held []Item[T], next int) ([]Item[T]
 	}
 	in.park(held[next:])
 	return nil, 0
+}
+
+// stateful is the optional interface of a transform handler whose state
+// a checkpoint saves: the handler of an [Aggregate].
+type stateful interface {
+	saveState() ([]byte, error)
+	loadState(b []byte) error
+}
+
+// stateKey is the state key of a stateful handler's state.
+const stateKey = "state"
+
+func (t *transformCore[I, O]) writers() int { return int(t.in.writers.Load()) }
+
+func (t *transformCore[I, O]) capture(context.Context) (checkpoint.StageUpdate, error) {
+	part := checkpoint.StageUpdate{Set: seqUpdate(t.seq)}
+	if h, ok := t.h.(stateful); ok {
+		b, err := h.saveState()
+		if err != nil {
+			return part, err
+		}
+		part.Set[stateKey] = b
+	}
+	return part, nil
+}
+
+func (t *transformCore[I, O]) forward(ctx context.Context, id uint64) error {
+	return t.out.send(ctx, barrierBatch[O](id))
+}
+
+func (t *transformCore[I, O]) restore(st checkpoint.Stage) error {
+	if err := restoreSeq(st, &t.seq); err != nil {
+		return err
+	}
+	if h, ok := t.h.(stateful); ok {
+		if b, ok := st.State[stateKey]; ok {
+			if err := h.loadState(b); err != nil {
+				return &checkpoint.DecodeError{Stage: t.u.name, Key: stateKey, Err: err}
+			}
+		}
+	}
+	return nil
 }

@@ -119,9 +119,71 @@ type unit struct {
 	bg       sync.WaitGroup
 	restarts atomic.Int64
 
+	// In a checkpointing pipeline (see [WithCheckpoint]):
+	resumePos []byte                 // the position a source or sink resumes from, once
+	commitPos atomic.Pointer[[]byte] // a source's position a stored checkpoint covers, to commit
+	ended     atomic.Bool            // the stage closed its output (a sink: drained or failed)
+	cutID     uint64                 // the cut whose barriers the stage is counting
+	cutSeen   int                    // barriers of cutID received
+
 	mu       sync.Mutex
 	state    State
 	timeline []Step
+}
+
+// stateKind returns the stage's current state kind, as Stats sees it.
+func (u *unit) stateKind() StateKind {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.state.Kind
+}
+
+// onBarrier counts a barrier of cut id received on one of the stage's
+// inputs. With the barrier of every open input, the stage has taken every
+// item sent before the cut: it captures its part and passes the barrier on.
+func (u *unit) onBarrier(ctx context.Context, id uint64) error {
+	if id < u.cutID {
+		return nil // a cut given up
+	}
+	if id > u.cutID {
+		u.cutID, u.cutSeen = id, 0
+	}
+	u.cutSeen++
+	c := u.core.(cutter)
+	if u.cutSeen < c.writers() {
+		return nil
+	}
+	part, err := c.capture(ctx)
+	u.p.ck.delivered(u, id, part, err)
+	return c.forward(ctx, id)
+}
+
+// end marks the stage's output closed; in a checkpointing pipeline a stage
+// that drained (capture) first hands over its last part.
+func (u *unit) end(ctx context.Context, capture bool) {
+	if ck := u.p.ck; ck != nil && capture && !u.ended.Load() {
+		part, err := u.core.(cutter).capture(ctx)
+		ck.ended(u, part, err)
+	}
+	u.ended.Store(true)
+}
+
+// resume moves a source or a sink to the position of the checkpoint the
+// pipeline resumed from, after its Open hook.
+func (u *unit) resume(ctx context.Context) error {
+	pos := u.resumePos
+	u.resumePos = nil
+	if pos == nil {
+		return nil
+	}
+	r, ok := u.core.handler().(Resumable)
+	if !ok {
+		return nil
+	}
+	if err := r.Resume(ctx, pos); err != nil {
+		return fmt.Errorf("%w: resuming from the checkpoint's position: %w", ErrCheckpoint, err)
+	}
+	return nil
 }
 
 func newUnit(p *Pipeline, name string, k kind) *unit {
@@ -247,6 +309,7 @@ func (u *unit) gaveUp(err error) {
 		return
 	}
 	u.core.sweepHeld(ErrFailed)
+	u.end(context.Background(), false)
 	u.core.closeOutput()
 	u.p.stageFailed(u)
 	u.goShed(ErrFailed, nil, false) // what the Failed dispatch does without a policy
@@ -318,7 +381,12 @@ func (a action) String() string {
 func (a action) Execute(ctx context.Context, u *unit) error {
 	switch a {
 	case actOpen:
-		err := safeCall(func() error { return u.core.open(ctx) })
+		err := safeCall(func() error {
+			if err := u.core.open(ctx); err != nil {
+				return err
+			}
+			return u.resume(ctx)
+		})
 		u.opened = err == nil
 		select {
 		case u.openDone <- err:
@@ -326,16 +394,27 @@ func (a action) Execute(ctx context.Context, u *unit) error {
 		}
 		return err
 	case actDrainHandler:
-		return u.core.finish(ctx)
+		if err := u.core.finish(ctx); err != nil {
+			return err
+		}
+		if u.kind == kindSink {
+			u.end(ctx, true)
+		}
+		return nil
 	case actForwardEOF:
+		u.end(ctx, true)
 		u.core.closeOutput()
 		return nil
 	case actCleanup:
+		if u.kind == kindSource && u.p.ck != nil && u.state.Kind == Drained {
+			return nil // closed by the pipeline after the final checkpoint's commit
+		}
 		return u.closeHandler()
 	case actSendFailure:
 		if u.deferFailure() {
 			return nil // the output stays open and nothing drains: see restartScheduled
 		}
+		u.end(ctx, false)
 		u.core.closeOutput()
 		u.p.stageFailed(u)
 		return nil
