@@ -132,6 +132,50 @@ func TestSourceResumeSkipsWhatTheCheckpointCovers(t *testing.T) {
 	waitPending(t, js, 0)
 }
 
+// TestSourceResumeAfterAKilledWorker resumes after a worker that died
+// without handing anything back: its successor gets the new messages at
+// once and the dead worker's only after the AckWait, out of stream order,
+// and must still emit exactly those the checkpoint does not cover.
+func TestSourceResumeAfterAKilledWorker(t *testing.T) {
+	ns := startServer(t)
+	_, js := ns.connect(t)
+	setup(t, js, jetstream.ConsumerConfig{AckWait: 2 * time.Second})
+	publishInput(t, js, 10)
+
+	ncA, jsA := ns.connect(t)
+	a := natsstage.NewSource(jsA, inStream, durable, natsstage.WithAckOnCommit(true), natsstage.WithPrefetch(4))
+	require.NoError(t, a.Open(context.Background()))
+	covered := next(t, a, 1)
+	require.Less(t, len(covered), 10, "the prefetch limits what one Next emits")
+	pos, err := a.Position()
+	require.NoError(t, err)
+	next(t, a, 10-len(covered))
+	ncA.Close() // killed: nothing acknowledged, nothing handed back
+	require.NoError(t, a.Close())
+
+	for i := 10; i < 15; i++ {
+		_, err := js.Publish(context.Background(), "in.x", []byte(fmt.Sprint(i)))
+		require.NoError(t, err)
+	}
+	b := openSource(t, js, natsstage.WithAckOnCommit(true))
+	require.NoError(t, b.Resume(context.Background(), pos))
+	got := next(t, b, 15-len(covered))
+	assert.ElementsMatch(t, inputIDs(len(covered)+1, 15), ids(got), "each message the checkpoint does not cover, once")
+	assert.Equal(t, inputIDs(11, 15), ids(got[:5]), "the new messages came first")
+	waitUntil(t, "the covered redeliveries", func() bool {
+		require.NoError(t, b.Next(context.Background(), func(m *natsstage.Msg) { t.Errorf("emitted %s again", m.ID) }))
+		return b.Stats().Skipped == uint64(len(covered))
+	})
+	p, err := b.Position()
+	require.NoError(t, err)
+	require.NoError(t, b.Commit(context.Background(), p))
+	waitPending(t, js, 0)
+	require.NoError(t, b.Commit(context.Background(), p)) // the acknowledgements have arrived: the floor moves
+	p2, err := b.Position()
+	require.NoError(t, err)
+	assert.Less(t, len(p2), len(p), "the acknowledgement floor shortens the position")
+}
+
 func TestSourceSkipsARedeliveryItHolds(t *testing.T) {
 	_, js := startServer(t).connect(t)
 	setup(t, js, jetstream.ConsumerConfig{AckWait: 200 * time.Millisecond})
