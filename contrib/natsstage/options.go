@@ -139,7 +139,8 @@ func WithRetry(times int, delay time.Duration) SourceOption {
 // come back behind the position. Every message held counts against the
 // consumer's MaxAckPending until the next checkpoint: set it to at least
 // the messages of one checkpoint interval (or -1, no limit), and AckWait
-// longer than the interval.
+// longer than the interval. Use it only under [stage.WithCheckpoint]:
+// without checkpoints nothing would ever be acknowledged.
 //
 // Default: false — acknowledged once published, [Source.Position] fails.
 func WithAckOnCommit(on bool) SourceOption {
