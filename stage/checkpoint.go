@@ -284,11 +284,18 @@ func (c *checkpointer) run(ctx context.Context) {
 	}
 }
 
-// halt stops run and waits for it.
-func (c *checkpointer) halt() {
+func (c *checkpointer) stopped() bool {
 	select {
 	case <-c.stop:
+		return true
 	default:
+		return false
+	}
+}
+
+// halt stops run and waits for it.
+func (c *checkpointer) halt() {
+	if !c.stopped() {
 		close(c.stop)
 	}
 	<-c.done
@@ -350,10 +357,16 @@ func (c *checkpointer) take(ctx context.Context) {
 	c.mu.Unlock()
 	close(k.resume)
 	if snap == nil {
-		c.fail(err, k.id)
+		if ctx.Err() != nil || c.stopped() {
+			return // the pipeline is ending: not a failure
+		}
+		c.count(err)
+		c.logFailure(err, k.id)
 		return
 	}
-	c.save(ctx, snap)
+	if err := c.save(ctx, snap); err != nil {
+		c.logFailure(err, k.id)
+	}
 }
 
 func (c *checkpointer) quietLocked() bool {
@@ -529,7 +542,7 @@ func (c *checkpointer) save(ctx context.Context, parts map[*unit]checkpoint.Stag
 	seq, err := c.store.Save(ctx, upd)
 	if err != nil {
 		c.putBack(parts)
-		c.fail(err, 0)
+		c.count(err)
 		return err
 	}
 	c.base = seq
@@ -543,12 +556,15 @@ func (c *checkpointer) save(ctx context.Context, parts map[*unit]checkpoint.Stag
 	return nil
 }
 
-func (c *checkpointer) fail(err error, id uint64) {
-	if err == nil {
-		return
-	}
+// count counts a checkpoint that failed, for Stats.
+func (c *checkpointer) count(err error) {
 	c.failed.Add(1)
 	c.lastErr.Store(&err)
+}
+
+// logFailure logs a periodic checkpoint that failed: it is not an error of
+// the pipeline, which goes on.
+func (c *checkpointer) logFailure(err error, id uint64) {
 	c.log.Warn("stage: checkpoint failed; sources are not acknowledged past the last one stored",
 		zap.String("pipeline", c.p.opts.name), zap.Uint64("cut", id), zap.Error(err))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -624,4 +625,64 @@ func TestCheckpointDrain(t *testing.T) {
 		assert.Equal(t, []string{"a:added", "b:added", "a:paid", "a:drained", "b:drained"}, log.items())
 		assert.Equal(t, []int{3}, src.commits[len(src.commits)-1:], "the final commit")
 	})
+}
+
+// TestCheckpointCrashRounds crashes the same run several times at seeded
+// random points — after a checkpoint, with outputs written past it that the
+// sinks must drop on resume — with random batch sizes and channel
+// capacities, and resumes it each time from the same store. The final
+// outputs equal an uninterrupted run's.
+func TestCheckpointCrashRounds(t *testing.T) {
+	for seed := range int64(3) {
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(seed), 7))
+			custs, orders := resumeInput(200)
+			opts := []stage.Option{stage.WithBatchSize(1 + rng.IntN(40)), stage.WithCapacity(1 + rng.IntN(4))}
+
+			want := ckptSinks{newTape[string](nil), newTape[string](nil), newTape[int](nil)}
+			src := newReplay(orders, 0)
+			p := resumeGraph(t, stage.Finite, newReplay(custs, 0), src, want, opts...)
+			startLoaded(t, p, src, len(custs), -1)
+			require.NoError(t, p.Wait(t.Context()))
+
+			dir := t.TempDir()
+			sinks := ckptSinks{newTape[string](nil), newTape[string](nil), newTape[int](nil)}
+			at := 0
+			for round := range 3 {
+				d, err := checkpoint.OpenDir(dir)
+				require.NoError(t, err)
+				store := &breakable{Store: d}
+				at += 1 + rng.IntN((len(orders)-at)/3)
+				more := at + 1 + rng.IntN(20)
+				src := newReplay(orders, 1+rng.IntN(10))
+				sinks = ckptSinks{newTape(sinks.log.items()), newTape(sinks.regions.items()), newTape(sinks.total.items())}
+				p := resumeGraph(t, stage.Finite, newReplay(custs, 0), src, sinks, append(opts, stage.WithCheckpoint(store, time.Millisecond))...)
+				held := src.holdAt(at)
+				require.NoError(t, p.Start(t.Context()))
+				<-held
+				n0 := p.Stats().Checkpoints
+				require.Eventually(t, func() bool { return p.Stats().Checkpoints >= n0+2 }, 10*time.Second, time.Millisecond)
+				store.broken.Store(true)
+				written := len(sinks.log.items())
+				held = src.holdAt(more) // outputs past the checkpoint, then the crash
+				<-held
+				require.Eventually(t, func() bool { return len(sinks.log.items()) > written }, 10*time.Second, time.Millisecond, "round %d", round)
+				p.Abort()
+				require.ErrorIs(t, p.Wait(t.Context()), stage.ErrAborted)
+				require.NoError(t, d.Close())
+			}
+			d, err := checkpoint.OpenDir(dir)
+			require.NoError(t, err)
+			defer d.Close()
+			src = newReplay(orders, 0)
+			sinks = ckptSinks{newTape(sinks.log.items()), newTape(sinks.regions.items()), newTape(sinks.total.items())}
+			p = resumeGraph(t, stage.Finite, newReplay(custs, 0), src, sinks, append(opts, stage.WithCheckpoint(d, time.Millisecond))...)
+			require.NoError(t, p.Start(t.Context()))
+			require.NoError(t, p.Wait(t.Context()))
+			assert.Equal(t, at, src.resumedAt)
+			assert.Equal(t, sortedCopy(want.log.items(), cmpString), sortedCopy(sinks.log.items(), cmpString))
+			assert.Equal(t, want.total.items(), sinks.total.items())
+			assert.Equal(t, sortedCopy(want.regions.items(), cmpString), sortedCopy(sinks.regions.items(), cmpString))
+		})
+	}
 }

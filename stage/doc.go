@@ -67,6 +67,19 @@
 // key's state's) dead letter; other keys go on. With Workers > 1 the keys
 // are sharded by hash across that many workers, a key's items in order.
 //
+// # Checkpoints
+//
+// [WithCheckpoint] keeps a pipeline's state across a crash: it takes one
+// consistent cut of the graph every interval and at drain — the sources'
+// positions (see [Resumable]) with every stateful stage's state as of
+// them: keyed instances and their timeouts, accumulators, join tables,
+// aggregates — saves what changed into a [checkpoint.Store] (the embedded
+// default is [checkpoint.Dir]), then lets each [Committer] source
+// acknowledge what the checkpoint covers. A restarted pipeline resumes from
+// the latest complete checkpoint, and its outputs are those of a run that
+// never crashed. [ReadFileJournal] reads a journal back, past a line torn
+// by a crash.
+//
 // # Items
 //
 // Items travel in an [Item] envelope: payload, status (Err), origin stage
@@ -148,5 +161,6 @@
 // A [Journal] receives every state change, every stage's completion —
 // drained, or failed with the reason — and the pipeline's own completion.
 // [MemoryJournal] keeps them in memory; [FileJournal] appends them to a file
-// as JSON lines and syncs it at each completion.
+// as JSON lines and syncs it at each completion; [ReadFileJournal] reads
+// it back, reporting and skipping a last line that a crash cut short.
 package stage
