@@ -416,7 +416,8 @@ type SourceStats struct {
 	// Redelivered those of them that JetStream had delivered before.
 	Received, Redelivered uint64
 	// Acked counts the messages acknowledged after they were published
-	// (or dropped by a [Transform]); Released those handed back for
+	// (or dropped by a [Transform]) — with [WithAckOnCommit], once a
+	// stored checkpoint covered them; Released those handed back for
 	// immediate redelivery without being processed (prefetched but not
 	// emitted when the source closed, or in flight when the pipeline
 	// stopped or a stage failed); Retried those handed back for a delayed
