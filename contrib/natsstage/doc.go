@@ -60,6 +60,12 @@
 // worker at a time; a worker that takes a partition over starts a
 // pipeline on that consumer and name.
 //
+// Without WithAckOnCommit a message is acknowledged when a [Sink] has
+// published every [*Msg] that carries it. A stateful stage keeps its
+// inputs rather than emitting them on, so their messages are never
+// published and JetStream redelivers them after AckWait: a pipeline with
+// stateful stages after a Source needs checkpoints and WithAckOnCommit.
+//
 // # Failures of the connection
 //
 // A lost connection or a server restart is ridden out for up to
