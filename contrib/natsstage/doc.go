@@ -42,6 +42,30 @@
 // terminated, per [WithRetry]; [Msg.Redelivered] and [Msg.Delivered] tell
 // a handler that it has seen the message before.
 //
+// # Checkpoints
+//
+// A pipeline with stateful stages (keyed state, aggregates, joins) keeps
+// that state across crashes with [stage.WithCheckpoint]; [Store] keeps
+// its checkpoints in JetStream, so that any worker can resume another's:
+//
+//	store, err := natsstage.NewStore(ctx, js, "checkpoints", "partition-3")
+//	src := natsstage.NewSource(js, "ORDERS", "partition-3", natsstage.WithAckOnCommit(true))
+//	p := stage.To(..., stage.WithCheckpoint(store, time.Second), ...)
+//
+// With [WithAckOnCommit] the [Source] acknowledges a message only once a
+// stored checkpoint holds the state it went into, and a Source that
+// resumes skips what the checkpoint covers and processes the rest once:
+// the state is exactly that of a run without the crash. Give each
+// partition its own durable consumer and checkpoint name, read by one
+// worker at a time; a worker that takes a partition over starts a
+// pipeline on that consumer and name.
+//
+// Without WithAckOnCommit a message is acknowledged when a [Sink] has
+// published every [*Msg] that carries it. A stateful stage keeps its
+// inputs rather than emitting them on, so their messages are never
+// published and JetStream redelivers them after AckWait: a pipeline with
+// stateful stages after a Source needs checkpoints and WithAckOnCommit.
+//
 // # Failures of the connection
 //
 // A lost connection or a server restart is ridden out for up to

@@ -70,9 +70,10 @@ type ticket struct {
 	state     atomic.Uint32
 }
 
-// done ends one reference; the last acknowledges the message.
+// done ends one reference; the last acknowledges the message, unless the
+// source acknowledges on commit (see WithAckOnCommit).
 func (t *ticket) done() {
-	if t.refs.Add(-1) == 0 && t.state.CompareAndSwap(open, acked) {
+	if t.refs.Add(-1) == 0 && !t.src.o.ackOnCommit && t.state.CompareAndSwap(open, acked) {
 		t.src.settled(&t.src.stats.acked, t.msg.Ack())
 	}
 }
@@ -87,11 +88,12 @@ func (t *ticket) release() {
 }
 
 // reject settles a message a handler rejected with cause: retried later or
-// terminated, per the source's [WithRetry]. It reports whether JetStream
-// will deliver the message again.
+// terminated, per the source's [WithRetry] (always terminated for a source
+// that acknowledges on commit). It reports whether JetStream will deliver
+// the message again.
 func (t *ticket) reject(cause error) bool {
 	o := &t.src.o
-	if t.delivered <= o.retries {
+	if t.delivered <= o.retries && !o.ackOnCommit {
 		if t.state.CompareAndSwap(open, retried) {
 			t.src.settled(&t.src.stats.retried, t.msg.NakWithDelay(o.retryDelay))
 		}

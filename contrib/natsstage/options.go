@@ -1,6 +1,10 @@
 package natsstage
 
-import "time"
+import (
+	"time"
+
+	"go.uber.org/zap"
+)
 
 // Defaults of the options, documented on each option.
 const (
@@ -27,10 +31,11 @@ type Option interface {
 }
 
 type sourceOptions struct {
-	prefetch   int
-	maxOutage  time.Duration
-	retries    uint64
-	retryDelay time.Duration
+	prefetch    int
+	maxOutage   time.Duration
+	retries     uint64
+	retryDelay  time.Duration
+	ackOnCommit bool
 }
 
 func newSourceOptions(opts []SourceOption) sourceOptions {
@@ -113,6 +118,7 @@ func WithPrefetch(n int) SourceOption {
 // redeliver it) and goes to the dead-letter function given to
 // [DeadLetter]. times must stay below the consumer's MaxDeliver, or
 // [Source.Open] fails. A negative delay counts as 0 (redelivered at once).
+// A Source made with [WithAckOnCommit] retries nothing.
 //
 // Default: times = 0, a rejected message is terminated at once.
 func WithRetry(times int, delay time.Duration) SourceOption {
@@ -120,6 +126,25 @@ func WithRetry(times int, delay time.Duration) SourceOption {
 		o.retries = uint64(max(times, 0))
 		o.retryDelay = max(delay, 0)
 	})
+}
+
+// WithAckOnCommit makes a [Source] fit for a pipeline that checkpoints
+// ([stage.WithCheckpoint]): with on, a message is acknowledged only when
+// the pipeline commits a stored checkpoint that covers it (see
+// [Source.Commit]), not once its outputs are published, so that a crash
+// loses no input the restored state has not seen; and the Source emits
+// each stream sequence at most once, in order, skipping what a checkpoint
+// covers (see [Source.Resume]). A rejected message is then terminated and
+// dead-lettered at once, whatever [WithRetry] says: redelivered, it would
+// come back behind the position. Every message held counts against the
+// consumer's MaxAckPending until the next checkpoint: set it to at least
+// the messages of one checkpoint interval (or -1, no limit), and AckWait
+// longer than the interval. Use it only under [stage.WithCheckpoint]:
+// without checkpoints nothing would ever be acknowledged.
+//
+// Default: false — acknowledged once published, [Source.Position] fails.
+func WithAckOnCommit(on bool) SourceOption {
+	return sourceOption(func(o *sourceOptions) { o.ackOnCommit = on })
 }
 
 // WithMaxInFlight sets how many messages the [Sink] publishes ahead of
@@ -148,5 +173,63 @@ func WithPublishTimeout(d time.Duration) SinkOption {
 			d = defaultPublishTimeout
 		}
 		o.publishTimeout = d
+	})
+}
+
+// A StoreOption configures a [Store] (see [NewStore]).
+type StoreOption interface {
+	applyStore(*storeOptions)
+}
+
+const defaultCompaction = 1.0
+
+type storeOptions struct {
+	logger     *zap.Logger
+	compaction float64
+}
+
+func newStoreOptions(opts []StoreOption) storeOptions {
+	o := storeOptions{logger: zap.NewNop(), compaction: defaultCompaction}
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applyStore(&o)
+		}
+	}
+	return o
+}
+
+type storeOption func(*storeOptions)
+
+func (f storeOption) applyStore(o *storeOptions) { f(o) }
+
+// WithStoreLogger sets the logger a [Store] reports to: a Warn line for
+// each torn, corrupt or missing checkpoint that [Store.Load] skips, for a
+// corrupt head, for a failed compaction and for an object it could not
+// remove. nil means no logging.
+//
+// Default: zap.NewNop().
+func WithStoreLogger(l *zap.Logger) StoreOption {
+	return storeOption(func(o *storeOptions) {
+		if l == nil {
+			l = zap.NewNop()
+		}
+		o.logger = l
+	})
+}
+
+// WithCompaction sets when a [Store] starts a compaction in the background
+// (see [Store]): once the deltas saved since the last full checkpoint add
+// up to ratio × its size. A smaller ratio makes [Store.Load] faster and the
+// bucket smaller, and compactions (which read and write the whole state)
+// more frequent. ratio ≤ 0 compacts after every delta; NaN falls back to
+// the default.
+//
+// Default: 1 (the deltas may grow as large as the full checkpoint).
+func WithCompaction(ratio float64) StoreOption {
+	return storeOption(func(o *storeOptions) {
+		if ratio != ratio { // NaN
+			ratio = defaultCompaction
+		}
+		o.compaction = ratio
 	})
 }

@@ -61,6 +61,14 @@ var (
 // end (250ms at most) rather than cut short — are handed back to JetStream
 // (negatively acknowledged) for immediate redelivery.
 //
+// In a pipeline that checkpoints ([stage.WithCheckpoint]), make the Source
+// with [WithAckOnCommit]: it is then a [stage.Resumable] and a
+// [stage.Committer] whose position is a stream sequence, and it
+// acknowledges a message only once a stored checkpoint covers it (see
+// [Source.Position]). The consumer must then be read by that one Source at
+// a time (one consumer per partition, say), and its AckWait must outlast
+// the checkpoint interval.
+//
 // Connection loss and a server restart are ridden out for up to
 // [WithMaxOutage] (the client reconnects and the consumer resumes);
 // beyond that, or when the connection is closed for good, Next fails the
@@ -85,6 +93,7 @@ type Source struct {
 	timer     *time.Timer
 	idle      bool
 	downSince time.Time
+	ck        commitState // WithAckOnCommit: see position.go
 
 	// Written by pull, and by Next when a probe fails.
 	suspect atomic.Bool
@@ -283,9 +292,15 @@ func (s *Source) emit(jm jetstream.Msg, emit func(*Msg)) error {
 		s.settled(&s.stats.terminated, jm.TermWithReason("natsstage: no metadata"))
 		return fmt.Errorf("natsstage: message on %s: %w", jm.Subject(), err)
 	}
+	if s.o.ackOnCommit && !s.admit(jm, meta.Sequence.Stream) {
+		return nil
+	}
 	e := &envelope{}
 	e.t.msg, e.t.src, e.t.delivered = jm, s, meta.NumDelivered
 	e.t.refs.Store(1)
+	if s.o.ackOnCommit {
+		s.ck.held = append(s.ck.held, held{seq: meta.Sequence.Stream, t: &e.t})
+	}
 	e.m = Msg{
 		Subject:   jm.Subject(),
 		Header:    jm.Headers(),
@@ -365,7 +380,9 @@ func (s *Source) unavailable(why string) error {
 // for that request to end by itself (it is not cancelled, so that none of
 // its messages is lost on the way): up to 250ms, a second more when
 // JetStream is unreachable. Messages already emitted are settled by the
-// pipeline, not here. Calling Close again, or on a Source never opened,
+// pipeline, not here — but for those of a Source made with
+// [WithAckOnCommit] that no stored checkpoint covers, which are handed back
+// for immediate redelivery. Calling Close again, or on a Source never opened,
 // does nothing. It returns nil.
 func (s *Source) Close() error {
 	if !s.opened {
@@ -376,6 +393,9 @@ func (s *Source) Close() error {
 	<-s.pulled
 	for range len(s.msgs) {
 		s.settled(&s.stats.released, (<-s.msgs).Nak())
+	}
+	if s.o.ackOnCommit {
+		s.releaseHeld()
 	}
 	return nil
 }
@@ -396,7 +416,8 @@ type SourceStats struct {
 	// Redelivered those of them that JetStream had delivered before.
 	Received, Redelivered uint64
 	// Acked counts the messages acknowledged after they were published
-	// (or dropped by a [Transform]); Released those handed back for
+	// (or dropped by a [Transform]) — with [WithAckOnCommit], once a
+	// stored checkpoint covered them; Released those handed back for
 	// immediate redelivery without being processed (prefetched but not
 	// emitted when the source closed, or in flight when the pipeline
 	// stopped or a stage failed); Retried those handed back for a delayed
@@ -406,10 +427,16 @@ type SourceStats struct {
 	// connection was down); JetStream redelivers those messages after the
 	// consumer's AckWait.
 	SettleErrors uint64
+	// Skipped counts, for a Source made with [WithAckOnCommit], the
+	// redeliveries not emitted because the Source had emitted the message
+	// before: covered by a checkpoint (after [Source.Resume] or
+	// [Source.Commit]; acknowledged, and counted in Acked too), or
+	// awaiting the checkpoint that will cover it.
+	Skipped uint64
 }
 
 type sourceCounters struct {
-	received, redelivered, acked, released, retried, terminated, settleErrors atomic.Uint64
+	received, redelivered, acked, released, retried, terminated, settleErrors, skipped atomic.Uint64
 }
 
 // Stats returns a snapshot of the source's counts. It is safe to call at
@@ -420,5 +447,6 @@ func (s *Source) Stats() SourceStats {
 		Received: c.received.Load(), Redelivered: c.redelivered.Load(),
 		Acked: c.acked.Load(), Released: c.released.Load(), Retried: c.retried.Load(),
 		Terminated: c.terminated.Load(), SettleErrors: c.settleErrors.Load(),
+		Skipped: c.skipped.Load(),
 	}
 }
