@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,7 +55,15 @@ var ErrCheckpoint = errors.New("stage: checkpoint")
 // checkpoint; each carries the same Origin and Seq as before, by which it
 // can drop them. Timeouts resume with the time they had left: the time
 // the pipeline was down does not count. State in a user's [Transform] is
-// not saved: keep it in a stateful stage.
+// not saved: keep it in a stateful stage. Dead letters are not saved
+// either: those of input taken after the last checkpoint are written
+// again after a resume, with the same Origin and Seq.
+//
+// A pipeline that resumes from the last checkpoint of a run that drained
+// (killed after that save, or simply run again) does not drain its stages
+// again unless they get new input, since what they emitted at drain is
+// written already; with new input (a file that grew) they drain again,
+// with the state of both runs.
 //
 // Every source must be [Resumable] and every [Keyed] stage needs Restore,
 // or [Graph.Build] fails with [ErrCheckpoint]; a checkpoint from another
@@ -110,6 +119,9 @@ type cutter interface {
 // seqKey is the state key of a stage's output numbering. The keys of a
 // keyed stage or a join start with 'k', so no key of theirs is seqKey.
 const seqKey = "seq"
+
+// drainedKey marks the state of a stage captured after it drained.
+const drainedKey = "drained"
 
 func seqUpdate(seq uint64) map[string][]byte {
 	return map[string][]byte{seqKey: fmt.Appendf(nil, "%d", seq)}
@@ -250,6 +262,7 @@ func (c *checkpointer) restore(ctx context.Context) error {
 			return fmt.Errorf("%w: restoring: %w", ErrCheckpoint, err)
 		}
 		u.resumePos = st.Position
+		_, u.drainedCut = st.State[drainedKey]
 	}
 	c.base = snap.Seq
 	c.log.Info("stage: resumed from checkpoint", zap.String("pipeline", c.p.opts.name), zap.Uint64("seq", snap.Seq))
@@ -607,8 +620,15 @@ func (c *checkpointer) stats(st *PipelineStats) {
 // encodeKey encodes a key of a keyed stage or a join as a state key: 'k'
 // and the key, JSON-encoded unless it is a string.
 func encodeKey[K comparable](k K) (string, error) {
-	if s, ok := any(k).(string); ok {
-		return "k" + s, nil
+	switch v := any(k).(type) {
+	case string:
+		return "k" + v, nil
+	case int:
+		return "k" + strconv.FormatInt(int64(v), 10), nil
+	case int64:
+		return "k" + strconv.FormatInt(v, 10), nil
+	case uint64:
+		return "k" + strconv.FormatUint(v, 10), nil
 	}
 	b, err := json.Marshal(k)
 	if err != nil {
@@ -616,6 +636,10 @@ func encodeKey[K comparable](k K) (string, error) {
 	}
 	return "k" + string(b), nil
 }
+
+// isKeyState reports whether a state key is a key's (see encodeKey), not
+// the stage's own bookkeeping (seqKey, nowKey, drainedKey).
+func isKeyState(s string) bool { return len(s) > 0 && s[0] == 'k' }
 
 func decodeKey[K comparable](s string) (K, error) {
 	var k K

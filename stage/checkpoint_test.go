@@ -686,3 +686,46 @@ func TestCheckpointCrashRounds(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckpointFinishedRunRestarts: a run restarted from the final
+// checkpoint of a run that drained (a kill after the last save, or a
+// second run on the same input) writes nothing again: its stages drained
+// already and have no new input. With new input they drain again, with
+// the state of both runs.
+func TestCheckpointFinishedRunRestarts(t *testing.T) {
+	d, err := checkpoint.OpenDir(t.TempDir())
+	require.NoError(t, err)
+	defer d.Close()
+	custs, orders := resumeInput(60)
+	var durable ckptSinks
+	run := func(orders []ckPlaced) ckptSinks {
+		sinks := ckptSinks{newTape[string](nil), newTape[string](nil), newTape[int](nil)}
+		if durable.log != nil {
+			sinks = ckptSinks{newTape(durable.log.items()), newTape(durable.regions.items()), newTape(durable.total.items())}
+		}
+		src := newReplay(orders, 0)
+		p := resumeGraph(t, stage.Finite, newReplay(custs, 0), src, sinks, stage.WithCheckpoint(d, time.Hour))
+		if durable.log == nil {
+			startLoaded(t, p, src, len(custs), -1)
+		} else {
+			require.NoError(t, p.Start(t.Context())) // the table is restored
+		}
+		require.NoError(t, p.Wait(t.Context()))
+		durable = sinks
+		return sinks
+	}
+	first := run(orders)
+	require.Len(t, first.total.items(), 1)
+	again := run(orders)
+	assert.Equal(t, first.log.items(), again.log.items(), "no output again")
+	assert.Equal(t, first.total.items(), again.total.items())
+	assert.Equal(t, first.regions.items(), again.regions.items())
+
+	more := append(slices.Clone(orders), ckPlaced{"o-new", "c1", "add"})
+	grown := run(more)
+	assert.Equal(t, []int{first.total.items()[0], first.total.items()[0] + 1}, grown.total.items(),
+		"the aggregate drains again, counting both runs' outputs")
+	assert.Equal(t, append(first.log.items(), "o-new:added"), grown.log.items())
+	assert.Equal(t, append(first.regions.items(), "r1=1"), grown.regions.items(),
+		"the accumulator emitted and removed its keys at the first drain: only c1's region has a new count")
+}

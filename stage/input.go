@@ -52,6 +52,7 @@ func (in *input[T]) take(ctx context.Context, u *unit, b []Item[T]) ([]Item[T], 
 		return nil, false, u.onBarrier(ctx, id)
 	}
 	u.stats.in.Add(uint64(len(b)))
+	u.newInput = true
 	return b, true, nil
 }
 

@@ -492,7 +492,7 @@ func (j *joinCore[K, R, S, O]) restore(st checkpoint.Stage) error {
 		return err
 	}
 	for key, b := range st.State {
-		if key == seqKey {
+		if !isKeyState(key) {
 			continue
 		}
 		k, err := decodeKey[K](key)

@@ -107,6 +107,7 @@ type keyedRec[K comparable, S, E, A, O any] struct {
 	gen   uint32
 	live  bool
 	dirty bool // changed since the last capture (in a checkpointing pipeline)
+	saved bool // captured at least once: a checkpoint may hold it
 }
 
 // keyedStater is the optional interface of a core that reports keys and
@@ -353,8 +354,8 @@ func (s *keyedMachines[I, K, S, E, A, O]) remove(r int32) {
 	}
 	s.consume(rec)
 	delete(s.index, rec.key)
-	if s.track {
-		s.removed = append(s.removed, rec.key)
+	if s.track && rec.saved {
+		s.removed = append(s.removed, rec.key) // else no checkpoint holds it
 	}
 	*rec = keyedRec[K, S, E, A, O]{}
 	s.free = append(s.free, r)
@@ -517,7 +518,7 @@ func (s *keyedMachines[I, K, S, E, A, O]) capture(part *checkpoint.StageUpdate) 
 		if !rec.live || !rec.dirty {
 			continue
 		}
-		rec.dirty = false
+		rec.dirty, rec.saved = false, true
 		key, err := encodeKey(rec.key)
 		if err != nil {
 			return err
@@ -566,7 +567,7 @@ func (s *keyedMachines[I, K, S, E, A, O]) restore(key K, b []byte, shift int64) 
 	}
 	timed, _ := m.(stagefsm.Timed[E])
 	rec := s.slab.at(r)
-	*rec = keyedRec[K, S, E, A, O]{m: m, timed: timed, key: key, live: true}
+	*rec = keyedRec[K, S, E, A, O]{m: m, timed: timed, key: key, live: true, saved: true}
 	s.index[key] = r
 	if deadline != 0 && timed != nil {
 		s.timers.armed++

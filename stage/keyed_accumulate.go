@@ -71,6 +71,7 @@ type accRec[K comparable, S any] struct {
 	armed    bool
 	live     bool
 	dirty    bool // changed since the last capture (in a checkpointing pipeline)
+	saved    bool // captured at least once: a checkpoint may hold it
 }
 
 // keyedAccs is a shard of a [KeyedAccumulate] stage: a slab of per-key
@@ -162,8 +163,8 @@ func (s *keyedAccs[I, K, S, O]) remove(r int32) {
 		s.timers.armed--
 	}
 	delete(s.index, rec.key)
-	if s.track {
-		s.removed = append(s.removed, rec.key)
+	if s.track && rec.saved {
+		s.removed = append(s.removed, rec.key) // else no checkpoint holds it
 	}
 	*rec = accRec[K, S]{gen: rec.gen + 1}
 	s.free = append(s.free, r)
@@ -357,7 +358,7 @@ func (s *keyedAccs[I, K, S, O]) capture(part *checkpoint.StageUpdate) error {
 		if !rec.live || !rec.dirty {
 			continue
 		}
-		rec.dirty = false
+		rec.dirty, rec.saved = false, true
 		key, err := encodeKey(rec.key)
 		if err != nil {
 			return err
@@ -393,7 +394,7 @@ func (s *keyedAccs[I, K, S, O]) restore(key K, b []byte, shift int64) error {
 	if rec.armed {
 		s.timers.armed--
 	}
-	rec.state, rec.armed, rec.deadline = st, false, 0
+	rec.state, rec.armed, rec.deadline, rec.saved = st, false, 0, true
 	rec.gen++
 	if deadline != 0 {
 		rec.deadline, rec.armed = deadline, true

@@ -506,6 +506,9 @@ func (k *keyedCore[I, K, O]) publish() {
 // finish runs the drain trigger of every shard, one after the other, and
 // sends the outputs.
 func (k *keyedCore[I, K, O]) finish(ctx context.Context) error {
+	if !k.u.drainAgain() {
+		return nil
+	}
 	for _, s := range k.shards {
 		if err := s.drain(ctx, &k.w); err != nil {
 			return err
@@ -712,7 +715,7 @@ func (k *keyedCore[I, K, O]) restore(st checkpoint.Stage) error {
 	}
 	n := uint64(len(k.shards))
 	for key, b := range st.State {
-		if key == seqKey || key == nowKey {
+		if !isKeyState(key) {
 			continue
 		}
 		kk, err := decodeKey[K](key)

@@ -173,7 +173,7 @@ func (t *transformCore[I, O]) publish() {
 
 // finish runs the Drain hook and sends what it emitted.
 func (t *transformCore[I, O]) finish(ctx context.Context) error {
-	if t.drainer != nil {
+	if t.drainer != nil && t.u.drainAgain() {
 		if err := t.drainer.Drain(ctx, t.emitFn); err != nil {
 			return err
 		}

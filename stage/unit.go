@@ -125,6 +125,11 @@ type unit struct {
 	ended     atomic.Bool            // the stage closed its output (a sink: drained or failed)
 	cutID     uint64                 // the cut whose barriers the stage is counting
 	cutSeen   int                    // barriers of cutID received
+	// drainedCut: the stage was restored from a checkpoint taken after it
+	// drained; newInput: it has taken an input batch since it started.
+	// Such a stage does not run its drain again unless it has new input:
+	// its outputs at drain are already written.
+	drainedCut, newInput bool
 
 	mu       sync.Mutex
 	state    State
@@ -154,15 +159,26 @@ func (u *unit) onBarrier(ctx context.Context, id uint64) error {
 		return nil
 	}
 	part, err := c.capture(ctx)
+	if u.drainedCut && u.newInput {
+		part.Delete = append(part.Delete, drainedKey) // it will drain again
+	}
 	u.p.ck.delivered(u, id, part, err)
 	return c.forward(ctx, id)
 }
+
+// drainAgain reports whether the stage's drain hook runs: not in a stage
+// restored from a checkpoint taken after it drained, with no new input.
+func (u *unit) drainAgain() bool { return !u.drainedCut || u.newInput }
 
 // end marks the stage's output closed; in a checkpointing pipeline a stage
 // that drained (capture) first hands over its last part.
 func (u *unit) end(ctx context.Context, capture bool) {
 	if ck := u.p.ck; ck != nil && capture && !u.ended.Load() {
 		part, err := u.core.(cutter).capture(ctx)
+		if part.Set == nil {
+			part.Set = make(map[string][]byte)
+		}
+		part.Set[drainedKey] = []byte{1}
 		ck.ended(u, part, err)
 	}
 	u.ended.Store(true)
