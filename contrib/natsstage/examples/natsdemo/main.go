@@ -73,7 +73,7 @@ import (
 const (
 	inStream  = "DEMO_IN"
 	outStream = "DEMO_OUT"
-	inSubj    = "demo.in"
+	inSubj    = "demo.in" // inputs are published on demo.in.<key>
 	outSubj   = "demo.out"
 	durable   = "demo-workers"
 	// ackWait is the consumer's AckWait: how long a dead worker's messages
@@ -89,6 +89,7 @@ type config struct {
 	rounds     int
 	messages   int
 	size       int
+	keys       int
 	procs      bool
 	cluster    int
 	killWorker bool
@@ -111,6 +112,10 @@ func main() {
 // sense together or values out of range.
 var errUsage = errors.New("bad flags")
 
+// errOrder is the error, matched with errors.Is, of a partitioned run whose
+// output has a key's outputs out of their inputs' order.
+var errOrder = errors.New("per-key order violated")
+
 func parse(args []string) (config, error) {
 	fs := flag.NewFlagSet("natsdemo", flag.ContinueOnError)
 	var c config
@@ -120,6 +125,9 @@ func parse(args []string) (config, error) {
 	fs.IntVar(&c.rounds, "rounds", 1, "runs of each worker count, interleaved")
 	fs.IntVar(&c.messages, "messages", 20000, "messages to process per run")
 	fs.IntVar(&c.size, "size", 128, "payload size in bytes")
+	fs.IntVar(&c.keys, "keys", 256, "distinct keys among the inputs, each in order across workers")
+	fs.IntVar(&c.w.partitions, "partitions", 16, "partitions of the input by key, each owned by one worker at a time (0: one shared consumer, no per-key order)")
+	fs.DurationVar(&c.w.lease, "lease", 2*time.Second, "TTL of a worker's lease on a partition: how long a dead worker's partitions wait for a new owner")
 	fs.BoolVar(&c.procs, "procs", false, "run each worker as its own OS process")
 	fs.IntVar(&c.cluster, "cluster", 0, "start a JetStream cluster of this many nodes, each its own process (0: one embedded server)")
 	fs.BoolVar(&c.killWorker, "kill-worker", false, "SIGKILL the last worker mid-stream (needs -procs)")
@@ -144,10 +152,12 @@ func parse(args []string) (config, error) {
 		}
 	}
 	switch {
-	case c.rounds < 1 || c.messages < 1 || c.size < 1 || c.w.prefetch < 1 || c.w.inFlight < 1 || c.w.concurrency < 1:
-		return c, fmt.Errorf("%w: -rounds, -messages, -size, -prefetch, -inflight and -concurrency must be positive", errUsage)
-	case c.w.hash < 0 || c.w.latency < 0 || c.cluster < 0:
-		return c, fmt.Errorf("%w: -hash, -latency and -cluster must not be negative", errUsage)
+	case c.rounds < 1 || c.messages < 1 || c.size < 1 || c.keys < 1 || c.w.prefetch < 1 || c.w.inFlight < 1 || c.w.concurrency < 1:
+		return c, fmt.Errorf("%w: -rounds, -messages, -size, -keys, -prefetch, -inflight and -concurrency must be positive", errUsage)
+	case c.w.hash < 0 || c.w.latency < 0 || c.cluster < 0 || c.w.partitions < 0:
+		return c, fmt.Errorf("%w: -hash, -latency, -cluster and -partitions must not be negative", errUsage)
+	case c.w.lease < 100*time.Millisecond:
+		return c, fmt.Errorf("%w: -lease must be 100ms or more", errUsage)
 	case c.killWorker && (!c.procs || slices.Max(c.workers) < 2):
 		return c, fmt.Errorf("%w: -kill-worker needs -procs and a worker count of 2 or more", errUsage)
 	case c.killNode && c.cluster < 3:
@@ -162,10 +172,11 @@ func parse(args []string) (config, error) {
 type result struct {
 	rate            float64
 	lost, duplicate int
+	disorder        int // outputs stored before an earlier input of their key
 }
 
 func run(args []string, out io.Writer) (err error) {
-	var n, lost, dups int
+	var n, lost, dups, disorder int
 	rates := map[int][]float64{}
 	var raw []float64
 	defer func() {
@@ -211,6 +222,7 @@ func run(args []string, out io.Writer) (err error) {
 			r, err := measure(c, srv, k, k == n && (c.killWorker || c.killNode), out)
 			lost += r.lost
 			dups += r.duplicate
+			disorder += r.disorder
 			if err != nil {
 				return err
 			}
@@ -222,6 +234,11 @@ func run(args []string, out io.Writer) (err error) {
 		}
 	}
 	fmt.Fprintf(out, "\n== summary (median of %d round(s))\n", c.rounds)
+	if c.w.partitions > 0 {
+		fmt.Fprintf(out, "per-key order: %d keys in %d partitions, order_violations=%d\n", c.keys, c.w.partitions, disorder)
+	} else {
+		fmt.Fprintf(out, "per-key order: not asked (-partitions 0), order_violations=%d\n", disorder)
+	}
 	base := median(rates[1])
 	fmt.Fprintf(out, "raw loop:     %8.0f msgs/s  (1 natsstage worker: %.2fx)\n", median(raw), base/median(raw))
 	for _, k := range c.workers {
@@ -243,9 +260,9 @@ type workerResult struct {
 	err error
 }
 
-func startWorker(c config, raw bool) (*handle, error) {
+func startWorker(c config, raw bool, id string) (*handle, error) {
 	wc := c.w
-	wc.raw = raw
+	wc.raw, wc.id = raw, id
 	if c.procs {
 		p, err := startChild(roleWorker, workerArgs(wc), 30*time.Second)
 		if err != nil {
@@ -300,12 +317,17 @@ func measure(c config, srv *servers, k int, crash bool, out io.Writer) (result, 
 			}
 		}
 	}()
-	for range max(k, 1) {
-		w, err := startWorker(c, k == 0)
+	for i := range max(k, 1) {
+		w, err := startWorker(c, k == 0, "w"+strconv.Itoa(i+1))
 		if err != nil {
 			return result{}, err
 		}
 		workers = append(workers, w)
+	}
+	if k > 0 && c.w.partitions > 0 {
+		if err := awaitBalanced(ctx, js, c.w.partitions, k); err != nil {
+			return result{}, err
+		}
 	}
 
 	start := time.Now()
@@ -355,23 +377,23 @@ func measure(c config, srv *servers, k int, crash bool, out io.Writer) (result, 
 			return result{}, fmt.Errorf("worker %d: %w", i+1, err)
 		}
 		fmt.Fprintf(out, "worker %d: %v\n", i+1, st)
-		total.received += st.received
-		total.redelivered += st.redelivered
-		total.published += st.published
-		total.duplicates += st.duplicates
+		total.add(st)
 	}
 	workers = nil
 	r := result{rate: float64(c.messages) / elapsed.Seconds()}
 	var stored int
 	if err := retry(ctx, func(ctx context.Context) (err error) {
-		stored, r.lost, r.duplicate, err = verify(ctx, js, c.messages)
+		stored, r.lost, r.duplicate, r.disorder, err = verify(ctx, js, c.messages)
 		return err
 	}); err != nil {
 		return r, fmt.Errorf("reading the output: %w", err)
 	}
-	fmt.Fprintf(out, "total:    %v; output stream holds %d: %d inputs lost, %d duplicated\n",
-		total, stored, r.lost, r.duplicate)
+	fmt.Fprintf(out, "total:    %v; output stream holds %d: %d inputs lost, %d duplicated, order_violations=%d\n",
+		total, stored, r.lost, r.duplicate, r.disorder)
 	fmt.Fprintf(out, "time:     %v end to end, %.0f msgs/s\n", elapsed.Round(time.Millisecond), r.rate)
+	if k > 0 && c.w.partitions > 0 && r.disorder > 0 {
+		return r, fmt.Errorf("%w: %d outputs stored before an earlier input of their key", errOrder, r.disorder)
+	}
 	if killedNode != "" {
 		if err := srv.restart(); err != nil {
 			return r, err
@@ -421,25 +443,46 @@ func reset(ctx context.Context, js jetstream.JetStream, c config, replicas, n in
 			return err
 		}
 	}
-	for name, subj := range map[string]string{inStream: inSubj, outStream: outSubj} {
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}, Replicas: replicas}); err != nil {
+	in := jetstream.StreamConfig{Name: inStream, Subjects: []string{inSubj + ".*"}, Replicas: replicas}
+	if p := c.w.partitions; p > 0 {
+		// demo.in.<key> is stored as demo.in.<partition>.<key>.
+		in.SubjectTransform = &jetstream.SubjectTransformConfig{
+			Source:      inSubj + ".*",
+			Destination: fmt.Sprintf("%s.{{partition(%d,1)}}.{{wildcard(1)}}", inSubj, p),
+		}
+	}
+	out := jetstream.StreamConfig{Name: outStream, Subjects: []string{outSubj}, Replicas: replicas}
+	for _, cfg := range []jetstream.StreamConfig{in, out} {
+		if _, err := js.CreateStream(ctx, cfg); err != nil {
 			return err
 		}
 	}
-	_, err := js.CreateOrUpdateConsumer(ctx, inStream, jetstream.ConsumerConfig{
-		Durable:       durable,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
-		MaxAckPending: 2 * n * (c.w.prefetch + c.w.inFlight + c.w.concurrency),
-	})
+	pending := 2 * (c.w.prefetch + c.w.inFlight + c.w.concurrency)
+	consumers := []jetstream.ConsumerConfig{{Durable: durable, MaxAckPending: n * pending}} // the shared one, and the raw loop's
+	for p := range c.w.partitions {
+		consumers = append(consumers, jetstream.ConsumerConfig{Durable: partConsumer(p), FilterSubject: partFilter(p), MaxAckPending: pending})
+	}
+	for _, cc := range consumers {
+		cc.AckPolicy, cc.AckWait = jetstream.AckExplicitPolicy, ackWait
+		if _, err := js.CreateOrUpdateConsumer(ctx, inStream, cc); err != nil {
+			return err
+		}
+	}
+	if err := js.DeleteKeyValue(ctx, leaseBucket); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return err
+	}
+	_, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: leaseBucket, TTL: c.w.lease, Replicas: replicas, Storage: jetstream.MemoryStorage})
 	return err
 }
 
-// fill publishes the input messages.
+// fill publishes the input messages, the i-th with the key k<i mod keys>
+// (on the subject demo.in.<key>, and in a header that its output keeps).
 func fill(ctx context.Context, js jetstream.JetStream, c config) error {
 	payload := bytes.Repeat([]byte("x"), c.size)
 	for i := range c.messages {
-		if _, err := js.PublishAsync(inSubj, payload); err != nil {
+		key := "k" + strconv.Itoa(i%c.keys)
+		m := &nats.Msg{Subject: inSubj + "." + key, Header: nats.Header{keyHeader: []string{key}}, Data: payload}
+		if _, err := js.PublishMsgAsync(m); err != nil {
 			return fmt.Errorf("publish input %d: %w", i, err)
 		}
 	}
