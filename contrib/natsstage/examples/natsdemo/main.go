@@ -126,7 +126,7 @@ func parse(args []string) (config, error) {
 	fs.IntVar(&c.messages, "messages", 20000, "messages to process per run")
 	fs.IntVar(&c.size, "size", 128, "payload size in bytes")
 	fs.IntVar(&c.keys, "keys", 256, "distinct keys among the inputs, each in order across workers")
-	fs.IntVar(&c.w.partitions, "partitions", 16, "partitions of the input by key, each owned by one worker at a time (0: one shared consumer, no per-key order)")
+	fs.IntVar(&c.w.partitions, "partitions", 8, "partitions of the input by key, each owned by one worker at a time (0: one shared consumer, no per-key order)")
 	fs.DurationVar(&c.w.lease, "lease", 2*time.Second, "TTL of a worker's lease on a partition: how long a dead worker's partitions wait for a new owner")
 	fs.BoolVar(&c.procs, "procs", false, "run each worker as its own OS process")
 	fs.IntVar(&c.cluster, "cluster", 0, "start a JetStream cluster of this many nodes, each its own process (0: one embedded server)")
@@ -304,7 +304,7 @@ func measure(c config, srv *servers, k int, crash bool, out io.Writer) (result, 
 		return result{}, err
 	}
 	defer nc.Close()
-	if err := retry(ctx, func(ctx context.Context) error { return reset(ctx, js, c, srv.replicas, max(k, 1)) }); err != nil {
+	if err := retry(ctx, 15*time.Second, func(ctx context.Context) error { return reset(ctx, js, c, srv.replicas, max(k, 1)) }); err != nil {
 		return result{}, fmt.Errorf("creating the streams: %w", err)
 	}
 
@@ -346,11 +346,17 @@ func measure(c config, srv *servers, k int, crash bool, out io.Writer) (result, 
 			fmt.Fprintf(out, "killed:   worker %d (SIGKILL) with %d of %d outputs in\n", killed+1, stored, c.messages)
 		}
 		if c.killNode {
-			st, err := js.Stream(ctx, inStream)
-			if err != nil {
+			var leader string
+			if err := retry(ctx, requestWait, func(ctx context.Context) error {
+				st, err := js.Stream(ctx, inStream)
+				if err == nil {
+					leader = st.CachedInfo().Cluster.Leader
+				}
+				return err
+			}); err != nil {
 				return err
 			}
-			killedNode = st.CachedInfo().Cluster.Leader
+			killedNode = leader
 			if err := srv.kill(killedNode); err != nil {
 				return err
 			}
@@ -382,7 +388,7 @@ func measure(c config, srv *servers, k int, crash bool, out io.Writer) (result, 
 	workers = nil
 	r := result{rate: float64(c.messages) / elapsed.Seconds()}
 	var stored int
-	if err := retry(ctx, func(ctx context.Context) (err error) {
+	if err := retry(ctx, 30*time.Second, func(ctx context.Context) (err error) {
 		stored, r.lost, r.duplicate, r.disorder, err = verify(ctx, js, c.messages)
 		return err
 	}); err != nil {
@@ -403,12 +409,16 @@ func measure(c config, srv *servers, k int, crash bool, out io.Writer) (result, 
 	return r, nil
 }
 
+// requestWait bounds one request to JetStream made by the demo.
+const requestWait = 2 * time.Second
+
 // retry calls f until it succeeds or ctx ends, each time with a context
-// of its own that ends after 5s: a cluster answers errors, or nothing,
-// while it elects leaders.
-func retry(ctx context.Context, f func(ctx context.Context) error) error {
+// of its own that ends after wait: a cluster answers errors, or nothing,
+// while it elects leaders, and a request sent to a node just killed is
+// never answered.
+func retry(ctx context.Context, wait time.Duration, f func(ctx context.Context) error) error {
 	for {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		actx, cancel := context.WithTimeout(ctx, wait)
 		err := f(actx)
 		cancel()
 		if err == nil {
@@ -485,14 +495,21 @@ func fill(ctx context.Context, js jetstream.JetStream, c config) error {
 		if _, err := js.PublishMsgAsync(m); err != nil {
 			return fmt.Errorf("publish input %d: %w", i, err)
 		}
+		if (i+1)%fillWindow == 0 || i+1 == c.messages {
+			select { // keep the client's window of unacknowledged publishes
+			case <-js.PublishAsyncComplete():
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 	}
-	select {
-	case <-js.PublishAsyncComplete():
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return nil
 }
+
+// fillWindow is how many inputs fill publishes before it waits for their
+// acknowledgements: below the client's limit of 4000 pending publishes,
+// past which it fails them once they stall.
+const fillWindow = 2000
 
 // awaitOutput polls the output stream until it holds want messages,
 // calling trigger with each count it sees.
@@ -500,7 +517,13 @@ func awaitOutput(ctx context.Context, js jetstream.JetStream, want uint64, trigg
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if st, err := js.Stream(ctx, outStream); err == nil { // errors pass while a cluster elects a leader
+		// Each request has a bound of its own: one sent to a node that is
+		// killed, or lost while the cluster elects a leader, is never
+		// answered, and would otherwise hold the run until its timeout.
+		rctx, cancel := context.WithTimeout(ctx, requestWait)
+		st, err := js.Stream(rctx, outStream)
+		cancel()
+		if err == nil { // errors pass while a cluster elects a leader
 			n := st.CachedInfo().State.Msgs
 			if n >= want {
 				return nil

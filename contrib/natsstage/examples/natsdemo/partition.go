@@ -48,7 +48,7 @@ func partConsumer(p int) string { return "demo-p" + strconv.Itoa(p) }
 // partFilter is the filter subject of partition p.
 func partFilter(p int) string { return inSubj + "." + strconv.Itoa(p) + ".*" }
 
-func leaseKey(p int) string       { return "p." + strconv.Itoa(p) }
+func leaseKey(p int) string        { return "p." + strconv.Itoa(p) }
 func presenceKey(id string) string { return "w." + id }
 
 // owner runs the partitions one worker holds, each as a pipeline of its
@@ -276,8 +276,11 @@ func hashString(s string) uint64 {
 // awaitBalanced waits until every one of the partitions is held, by n
 // workers, none beyond its share.
 func awaitBalanced(ctx context.Context, js jetstream.JetStream, partitions, n int) error {
-	kv, err := js.KeyValue(ctx, leaseBucket)
-	if err != nil {
+	var kv jetstream.KeyValue
+	if err := retry(ctx, requestWait, func(ctx context.Context) (err error) {
+		kv, err = js.KeyValue(ctx, leaseBucket)
+		return err
+	}); err != nil {
 		return err
 	}
 	share := (partitions + n - 1) / n
@@ -285,7 +288,10 @@ func awaitBalanced(ctx context.Context, js jetstream.JetStream, partitions, n in
 		owners := map[string]int{}
 		held := 0
 		for p := range partitions {
-			if e, err := kv.Get(ctx, leaseKey(p)); err == nil {
+			rctx, cancel := context.WithTimeout(ctx, requestWait)
+			e, err := kv.Get(rctx, leaseKey(p))
+			cancel()
+			if err == nil {
 				owners[string(e.Value())]++
 				held++
 			}

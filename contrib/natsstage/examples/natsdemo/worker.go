@@ -167,7 +167,7 @@ func rawLoop(js jetstream.JetStream, c workerConfig, stop <-chan struct{}, ready
 	}
 	ready()
 	var st workerStats
-	sem := make(chan struct{}, max(c.concurrency, 1)) // goroutines
+	sem := make(chan struct{}, max(c.concurrency, 1))   // goroutines
 	slots := make(chan struct{}, max(c.concurrency, 1)) // waits, as in work
 	for {
 		select {
