@@ -233,10 +233,16 @@ func (o *owner) hold(p int, rev uint64, sent time.Time, h *holding, share int) {
 			ctx, cancel := context.WithTimeout(context.Background(), o.opTimeout())
 			r, err := o.kv.Update(ctx, key, []byte(o.c.id), rev)
 			cancel()
+			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+				// An earlier renewal that timed out here may have been
+				// stored: the lease is still ours if it holds our name,
+				// which no other worker writes.
+				r, err = o.adopt(key, sent)
+			}
 			switch {
 			case err == nil:
 				rev, deadline = r, sent.Add(lease-margin)
-			case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyExists), time.Now().After(deadline):
+			case errors.Is(err, errLeaseLost), time.Now().After(deadline):
 				fmt.Fprintf(os.Stderr, "natsdemo worker %s: partition %d: lease lost (%v), stopping it\n", o.c.id, p, err)
 				lost = true
 				pl.Abort()
@@ -263,6 +269,27 @@ func (o *owner) hold(p int, rev uint64, sent time.Time, h *holding, share int) {
 	}
 }
 
+// errLeaseLost is the error of a lease another worker holds, or nobody.
+var errLeaseLost = errors.New("the lease is another worker's")
+
+// adopt returns the revision of the lease key if the worker still holds it
+// (it holds the worker's name and was written less than a lease before
+// sent), or errLeaseLost.
+func (o *owner) adopt(key string, sent time.Time) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), o.opTimeout())
+	defer cancel()
+	e, err := o.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		return 0, errLeaseLost
+	case err != nil:
+		return 0, err
+	case string(e.Value()) != o.c.id || sent.Sub(e.Created()) > o.c.lease:
+		return 0, errLeaseLost
+	}
+	return e.Revision(), nil
+}
+
 // hashString is FNV-1a.
 func hashString(s string) uint64 {
 	h := uint64(14695981039346656037)
@@ -273,8 +300,9 @@ func hashString(s string) uint64 {
 	return h
 }
 
-// awaitBalanced waits until every one of the partitions is held, by n
-// workers, none beyond its share.
+// awaitBalanced waits until every one of the partitions is held, none of
+// the n workers beyond its share, ceil(partitions / n): with partitions a
+// multiple of n, each worker holds the same number.
 func awaitBalanced(ctx context.Context, js jetstream.JetStream, partitions, n int) error {
 	var kv jetstream.KeyValue
 	if err := retry(ctx, requestWait, func(ctx context.Context) (err error) {
@@ -296,7 +324,7 @@ func awaitBalanced(ctx context.Context, js jetstream.JetStream, partitions, n in
 				held++
 			}
 		}
-		balanced := held == partitions && len(owners) == n
+		balanced := held == partitions
 		for _, k := range owners {
 			balanced = balanced && k <= share
 		}
