@@ -1,8 +1,25 @@
 // Command natsdemo runs stage pipelines as workers over NATS JetStream and
 // measures how they scale out: it fills an input stream, lets N workers
-// share one durable consumer of it, waits until every message is in the
-// output stream, checks that each input is there exactly once, and prints
-// per-worker counts, totals and the throughput.
+// share it, waits until every message is in the output stream, checks that
+// each input is there exactly once and that every key's outputs are in
+// input order, and prints per-worker counts, totals and the throughput.
+//
+// # Per-key order
+//
+// Each input has a key (-keys of them, in turn) and is published on
+// demo.in.<key>. The input stream maps that subject to
+// demo.in.<partition>.<key> with partition(-partitions, key), a hash the
+// server computes; each partition has a durable consumer of its own, and a
+// worker runs a partition only while it holds the partition's lease in the
+// KV bucket DEMO_LEASES (TTL -lease, renewed every quarter of it). A worker
+// holds at most ceil(partitions / workers alive); a partition whose worker
+// died is free one lease later, and the worker that takes it resets its
+// consumer to the message after the last acknowledged one, so that the
+// unacknowledged ones come again, in order, before any later one — those
+// already in the output are dropped as duplicates. Within a partition the
+// pipeline keeps input order. -partitions 0 lets the workers share one
+// consumer instead and process in any order (no per-key order; the count
+// of violations is still reported). partition.go has the details.
 //
 // # Where things run
 //
@@ -37,20 +54,27 @@
 // where N is the last worker count of the list, R the median throughput of
 // N workers over that of 1, L the inputs missing from the output stream and
 // D the inputs present more than once (summed over every run), and Q the
-// median throughput of 1 natsstage worker over that of the raw loop. A run
-// that fails leaves R or Q at 0 and the demo exits with status 1.
+// median throughput of 1 natsstage worker over that of the raw loop. The
+// line before it gives order_violations, the outputs stored after the
+// output of a later input of their key (summed over every run); a
+// partitioned natsstage run with any fails, unless a node was killed in it
+// (per-key order is not guaranteed across a stream leader's failover). A run that fails leaves R or Q
+// at 0 and the demo exits with status 1. The raw loop reads the whole input
+// with one consumer: it has no partitions.
 //
 // # Crashes
 //
 // -kill-worker (with -procs) SIGKILLs the last worker once a third of the
 // output is in; -kill-node (with -cluster) SIGKILLs the cluster node that
 // leads the input stream, and restarts it after the run. Both apply to the
-// runs of N workers, whose throughput then includes the recovery (the
-// consumer redelivers a dead worker's messages after its AckWait, 3s), so R
-// means little there; L and D are what they check.
+// runs of N workers, whose throughput then includes the recovery (a dead
+// worker's partitions wait one -lease for a new owner; with -partitions 0
+// its messages come again after the consumer's AckWait, 3s), so R means
+// little there; L, D and the order violations are what they check.
 //
 //	go run ./examples/natsdemo -procs -workers 1,4 -latency 2ms -rounds 3
-//	go run ./examples/natsdemo -procs -cluster 3 -kill-node -workers 1,4 -latency 2ms
+//	go run ./examples/natsdemo -procs -cluster 3 -kill-worker -workers 1,4 -latency 2ms -rounds 3
+//	go run ./examples/natsdemo -procs -cluster 3 -kill-node -workers 1,4 -latency 2ms -rounds 3
 package main
 
 import (
@@ -113,7 +137,8 @@ func main() {
 var errUsage = errors.New("bad flags")
 
 // errOrder is the error, matched with errors.Is, of a partitioned run whose
-// output has a key's outputs out of their inputs' order.
+// output has a key's outputs out of their inputs' order (a run with a node
+// killed only reports them).
 var errOrder = errors.New("per-key order violated")
 
 func parse(args []string) (config, error) {
@@ -397,7 +422,13 @@ func measure(c config, srv *servers, k int, crash bool, out io.Writer) (result, 
 	fmt.Fprintf(out, "total:    %v; output stream holds %d: %d inputs lost, %d duplicated, order_violations=%d\n",
 		total, stored, r.lost, r.duplicate, r.disorder)
 	fmt.Fprintf(out, "time:     %v end to end, %.0f msgs/s\n", elapsed.Round(time.Millisecond), r.rate)
-	if k > 0 && c.w.partitions > 0 && r.disorder > 0 {
+	switch {
+	case k == 0 || c.w.partitions == 0 || r.disorder == 0:
+	case killedNode != "":
+		// Not guaranteed across a failover: see "Per-key order" in the
+		// README of natsstage.
+		fmt.Fprintf(out, "order:    %d outputs out of their key's order after the node kill\n", r.disorder)
+	default:
 		return r, fmt.Errorf("%w: %d outputs stored before an earlier input of their key", errOrder, r.disorder)
 	}
 	if killedNode != "" {

@@ -24,16 +24,30 @@ func verify(ctx context.Context, js jetstream.JetStream, n int) (stored, lost, d
 		return 0, 0, 0, 0, err
 	}
 	total := int(st.CachedInfo().State.Msgs)
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	// A plain consumer, made for this reading, without acknowledgements:
+	// it delivers the stream in order. (An ordered consumer recreates
+	// itself after an error, in a loop that does not heed ctx: after a
+	// node kill it could hold the run for good.)
+	cons, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute, MemoryStorage: true, Replicas: 1,
+	})
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), requestWait)
+		defer cancel()
+		_ = st.DeleteConsumer(dctx, cons.CachedInfo().Name) // else it goes after InactiveThreshold
+	}()
 	last := map[string]int{} // by key, the latest input seen
 
 	seen := make([]int, n+1)
 	prefix := inStream + ":"
 	for stored < total {
-		batch, err := cons.Fetch(min(1000, total-stored), jetstream.FetchMaxWait(5*time.Second))
+		if err := ctx.Err(); err != nil {
+			return 0, 0, 0, 0, err
+		}
+		batch, err := cons.Fetch(min(1000, total-stored), jetstream.FetchMaxWait(requestWait))
 		if err != nil {
 			return 0, 0, 0, 0, err
 		}
