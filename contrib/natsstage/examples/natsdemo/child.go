@@ -66,7 +66,8 @@ func stdinClosed() <-chan struct{} {
 // workerArgs renders c as the flags of a worker process.
 func workerArgs(c workerConfig) []string {
 	return []string{
-		"-server", c.url, "-raw=" + strconv.FormatBool(c.raw),
+		"-server", c.url, "-id", c.id, "-raw=" + strconv.FormatBool(c.raw),
+		"-partitions", strconv.Itoa(c.partitions), "-lease", c.lease.String(),
 		"-prefetch", strconv.Itoa(c.prefetch), "-inflight", strconv.Itoa(c.inFlight),
 		"-concurrency", strconv.Itoa(c.concurrency), "-latency", c.latency.String(),
 		"-hash", strconv.Itoa(c.hash),
@@ -79,7 +80,10 @@ func workerMain(args []string) error {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	var c workerConfig
 	fs.StringVar(&c.url, "server", "", "")
+	fs.StringVar(&c.id, "id", "", "")
 	fs.BoolVar(&c.raw, "raw", false, "")
+	fs.IntVar(&c.partitions, "partitions", 0, "")
+	fs.DurationVar(&c.lease, "lease", 2*time.Second, "")
 	fs.IntVar(&c.prefetch, "prefetch", 256, "")
 	fs.IntVar(&c.inFlight, "inflight", 256, "")
 	fs.IntVar(&c.concurrency, "concurrency", 1, "")
@@ -92,7 +96,7 @@ func workerMain(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Println(statsLine, st.received, st.redelivered, st.published, st.duplicates)
+	fmt.Println(statsLine, st.received, st.redelivered, st.published, st.duplicates, st.partitions)
 	return nil
 }
 
@@ -191,10 +195,10 @@ func stopWorker(c *child, wait time.Duration) (workerStats, error) {
 	}
 	var st workerStats
 	f := strings.Fields(last)
-	if len(f) != 5 || f[0] != statsLine {
+	if len(f) != 6 || f[0] != statsLine {
 		return st, errors.New("worker ended without its counts")
 	}
-	for i, p := range []*uint64{&st.received, &st.redelivered, &st.published, &st.duplicates} {
+	for i, p := range []*uint64{&st.received, &st.redelivered, &st.published, &st.duplicates, &st.partitions} {
 		if *p, err = strconv.ParseUint(f[i+1], 10, 64); err != nil {
 			return st, err
 		}

@@ -24,11 +24,16 @@ func TestMain(m *testing.M) {
 
 var summaryLine = regexp.MustCompile(`^scale: workers=(\d+) ratio=(\d+\.\d\d) lost=(\d+) duplicates=(\d+) raw_ratio=(\d+\.\d\d)$`)
 
-// summary is the demo's last line, parsed.
+// orderLine is the summary's line on per-key order.
+var orderLine = regexp.MustCompile(`(?m)^per-key order: .*order_violations=(\d+)$`)
+
+// summary is the demo's last line, parsed, and its count of per-key order
+// violations.
 type summary struct {
 	workers          int
 	ratio, rawRatio  float64
 	lost, duplicates int
+	disorder         int // -1: the demo did not get to the order line
 	output           string
 }
 
@@ -50,18 +55,24 @@ func demo(t *testing.T, args ...string) (summary, error) {
 	last := lines[len(lines)-1]
 	f := summaryLine.FindStringSubmatch(last)
 	require.NotNil(t, f, "the last line is the summary: %q", last)
-	s := summary{output: out.String()}
+	s := summary{output: out.String(), disorder: -1}
 	s.workers, _ = strconv.Atoi(f[1])
 	s.ratio, _ = strconv.ParseFloat(f[2], 64)
 	s.lost, _ = strconv.Atoi(f[3])
 	s.duplicates, _ = strconv.Atoi(f[4])
 	s.rawRatio, _ = strconv.ParseFloat(f[5], 64)
+	if o := orderLine.FindStringSubmatch(s.output); o != nil {
+		s.disorder, _ = strconv.Atoi(o[1])
+	}
 	return s, err
 }
 
 // small keeps each run short: the tests check what the output holds, not
 // how fast it came.
-var small = []string{"-messages", "1500", "-latency", "1ms", "-concurrency", "4", "-prefetch", "64", "-inflight", "64"}
+// A dead worker's partitions wait one -lease for a new owner; 6 partitions
+// are shared evenly by 2 or 3 workers.
+var small = []string{"-messages", "1500", "-latency", "1ms", "-concurrency", "4", "-prefetch", "64", "-inflight", "64",
+	"-partitions", "6", "-keys", "64", "-lease", "1s"}
 
 func TestWorkerProcessesOutputEachInputOnce(t *testing.T) {
 	s, err := demo(t, append([]string{"-procs", "-workers", "1,2"}, small...)...)
@@ -69,11 +80,15 @@ func TestWorkerProcessesOutputEachInputOnce(t *testing.T) {
 	assert.Equal(t, 2, s.workers)
 	assert.Zero(t, s.lost)
 	assert.Zero(t, s.duplicates)
+	assert.Zero(t, s.disorder)
 	assert.Positive(t, s.ratio)
 	assert.Positive(t, s.rawRatio)
 	assert.Contains(t, s.output, "raw nats.go loop")
 }
 
+// A killed worker's partitions are taken over by the others from their
+// consumers' acknowledgement floors: nothing lost, nothing twice, every
+// key's outputs still in input order.
 func TestKilledWorkerProcessLosesNothing(t *testing.T) {
 	s, err := demo(t, append([]string{"-procs", "-workers", "3", "-kill-worker"}, small...)...)
 	require.NoError(t, err)
@@ -81,17 +96,42 @@ func TestKilledWorkerProcessLosesNothing(t *testing.T) {
 	assert.Contains(t, s.output, "worker 3: killed")
 	assert.Zero(t, s.lost)
 	assert.Zero(t, s.duplicates)
+	assert.Zero(t, s.disorder)
 }
 
+// The leader of the input stream is SIGKILLed: the cluster elects another,
+// the workers ride the outage out, and the run finishes. The demo bounds
+// each of its own requests, since one sent to the killed node is never
+// answered (the cause of this test's earlier failures: the run waited on
+// such a request until its -timeout), and reads the output with a plain
+// consumer (an ordered one retries its own recreation without end).
 func TestKilledClusterNodeLosesNothing(t *testing.T) {
-	// Opt-in: one run of four under -race failed (cause not yet found).
-	if os.Getenv("NATSDEMO_CLUSTER_TEST") == "" {
-		t.Skip("set NATSDEMO_CLUSTER_TEST=1: flaky under -race, see the README")
-	}
 	s, err := demo(t, append([]string{"-procs", "-cluster", "3", "-workers", "2", "-kill-node"}, small...)...)
 	require.NoError(t, err)
 	assert.Regexp(t, `killed:   node n\d \(SIGKILL\), the leader of DEMO_IN`, s.output)
 	assert.Contains(t, s.output, "restarted: node n")
+	assert.Zero(t, s.lost)
+	assert.Zero(t, s.duplicates)
+	// Per-key order is not guaranteed across a failover (see the README),
+	// only counted.
+	assert.GreaterOrEqual(t, s.disorder, 0, "the order line is printed")
+}
+
+// The order check is not vacuous: with one consumer shared by two workers
+// that each process messages in any order, keys come out of order, which
+// the demo reports (and does not fail, since no order was asked); with
+// partitions, none does.
+func TestPerKeyOrder(t *testing.T) {
+	s, err := demo(t, "-workers", "2", "-messages", "1500", "-latency", "1ms", "-keys", "16", "-partitions", "0")
+	require.NoError(t, err)
+	assert.Contains(t, s.output, "per-key order: not asked")
+	assert.Positive(t, s.disorder, "two workers in any order keep no per-key order")
+	assert.Zero(t, s.lost)
+
+	s, err = demo(t, "-workers", "2", "-messages", "1500", "-latency", "1ms", "-keys", "16", "-partitions", "4")
+	require.NoError(t, err)
+	assert.Contains(t, s.output, "per-key order: 16 keys in 4 partitions")
+	assert.Zero(t, s.disorder)
 	assert.Zero(t, s.lost)
 	assert.Zero(t, s.duplicates)
 }
@@ -101,6 +141,7 @@ func TestInProcessWorkers(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, s.lost)
 	assert.Zero(t, s.duplicates)
+	assert.Zero(t, s.disorder)
 }
 
 func TestBadFlags(t *testing.T) {
@@ -111,6 +152,9 @@ func TestBadFlags(t *testing.T) {
 		{"-kill-node"},                              // without a cluster
 		{"-cluster", "3", "-server", "nats://127.0.0.1:4222"},
 		{"-latency", "-1ms"},
+		{"-partitions", "-1"},
+		{"-keys", "0"},
+		{"-lease", "10ms"},
 		{"-no-such-flag"},
 	} {
 		var out bytes.Buffer
