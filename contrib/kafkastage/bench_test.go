@@ -166,7 +166,7 @@ func benchStage(b *testing.B, kopts []kgo.Opt, in, out, group string, n int) (ti
 		b.Fatal(err)
 	}
 	for src.Stats().Committable < uint64(n) {
-		time.Sleep(100 * time.Microsecond)
+		time.Sleep(500 * time.Microsecond)
 	}
 	d, allocs := ff.since(b), mallocs()-m
 	p.Drain() // and the Source commits what it marked
