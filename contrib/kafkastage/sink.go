@@ -49,7 +49,6 @@ type Sink struct {
 	kopts []kgo.Opt
 	topic string
 	o     sinkOptions
-	stats sinkCounters
 
 	// Owned by the stage: Open, Consume, Flush and Close.
 	used   bool
@@ -57,13 +56,20 @@ type Sink struct {
 	closed bool
 	client *kgo.Client // nil in exactly-once mode: the session's is used
 
-	tx       *ExactlyOnce // exactly-once mode (see ExactlyOnce), or nil
-	inflight atomic.Int64 // produced, not yet acknowledged
-	acked    chan struct{}
+	tx       *ExactlyOnce             // exactly-once mode (see ExactlyOnce), or nil
+	acked    chan struct{}            // exactly-once mode: poked at each acknowledgement
 	promised func(*kgo.Record, error) // s.promise, made once
 
-	mu  sync.Mutex
-	err error // why the sink failed, set by a produce callback
+	failed atomic.Bool // err is set: Consume checks this, not the lock
+	mu     sync.Mutex
+	err    error // why the sink failed, set by a produce callback
+
+	// Written by the produce promises, on the client's goroutine, once per
+	// record: kept off the cache lines Consume reads, which would
+	// otherwise move between cores at every record.
+	_        [64]byte
+	stats    sinkCounters
+	inflight atomic.Int64 // exactly-once mode: produced, not yet acknowledged
 }
 
 // NewSink returns a [Sink] that produces to topic with a client made from
@@ -126,8 +132,8 @@ func (s *Sink) Consume(ctx context.Context, r *Record) error {
 	case s.tx != nil && (r.t == nil || r.t.p.src.tx != s.tx):
 		return fmt.Errorf("%w: the record was not read by the session's Source", ErrInvalidRecord)
 	}
-	if err := s.failure(); err != nil {
-		return stage.Fatal(err)
+	if s.failed.Load() {
+		return stage.Fatal(s.failure())
 	}
 	client := s.client
 	if s.tx != nil {
@@ -144,14 +150,18 @@ func (s *Sink) Consume(ctx context.Context, r *Record) error {
 	} else {
 		out = &kgo.Record{Topic: s.topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
 	}
-	s.inflight.Add(1)
+	if s.tx != nil {
+		s.inflight.Add(1)
+	}
 	client.Produce(context.Background(), out, s.promised)
 	return nil
 }
 
 // promise settles the input offset of a record produced (see ticket).
 func (s *Sink) promise(r *kgo.Record, err error) {
-	defer s.ack()
+	if s.tx != nil {
+		defer s.ack()
+	}
 	t, _ := r.Context.(*ticket)
 	if err != nil {
 		s.fail(err)
@@ -167,7 +177,8 @@ func (s *Sink) promise(r *kgo.Record, err error) {
 	}
 }
 
-// ack counts one acknowledged (or failed) record and wakes Flush.
+// ack counts one acknowledged (or failed) record and wakes Flush, in
+// exactly-once mode (otherwise Flush waits for the client's own).
 func (s *Sink) ack() {
 	s.inflight.Add(-1)
 	select {
@@ -181,6 +192,7 @@ func (s *Sink) fail(err error) {
 	defer s.mu.Unlock()
 	if s.err == nil {
 		s.err = producerError(s.topic, err)
+		s.failed.Store(true)
 	}
 }
 

@@ -93,8 +93,9 @@ type Source struct {
 	mu    sync.Mutex
 	parts map[topicPartition]*partition
 
-	outstanding atomic.Int64  // emitted and not settled
-	settled     chan struct{} // poked at each settlement
+	outstanding atomic.Int64  // exactly-once mode: emitted and not settled
+	settled     chan struct{} // poked at each settlement while someone waits
+	waiters     atomic.Int32  // waitSettled calls under way (exactly-once mode always pokes)
 }
 
 type topicPartition struct {
@@ -188,10 +189,11 @@ func (s *Source) emitAll(fs kgo.Fetches, emit func(*Record)) int {
 			return
 		}
 		p := s.partition(ftp.Topic, ftp.Partition)
-		es := make([]*envelope, len(ftp.Records))
+		// One allocation for the partition's records, not one per record.
+		es := make([]envelope, len(ftp.Records))
 		p.mu.Lock()
 		for i, r := range ftp.Records {
-			e := &envelope{}
+			e := &es[i]
 			e.t.Context, e.t.p, e.t.offset, e.t.epoch, e.t.in = context.Background(), p, r.Offset, r.LeaderEpoch, r
 			e.r = Record{
 				Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
@@ -199,14 +201,15 @@ func (s *Source) emitAll(fs kgo.Fetches, emit func(*Record)) int {
 				t: &e.t,
 			}
 			p.pending = append(p.pending, &e.t)
-			es[i] = e
 		}
 		p.mu.Unlock()
-		s.outstanding.Add(int64(len(es)))
+		if s.tx != nil {
+			s.outstanding.Add(int64(len(es)))
+		}
 		s.stats.received.Add(uint64(len(es)))
 		n += len(es)
-		for _, e := range es {
-			emit(&e.r)
+		for i := range es {
+			emit(&es[i].r)
 		}
 	})
 	return n
@@ -237,7 +240,8 @@ func (s *Source) markCommits() {
 	}
 }
 
-// envelope allocates a Record and its ticket at once.
+// envelope holds a Record and its ticket; emitAll allocates those of a
+// fetched partition in one slice.
 type envelope struct {
 	r Record
 	t ticket
@@ -290,9 +294,16 @@ func (s *Source) unavailable(why string) error {
 	return fmt.Errorf("%w: group %s: %s: %w", ErrUnavailable, s.group, why, s.lastErr)
 }
 
-// settle counts one settled record and wakes a waiting revocation or Close.
+// settle counts one settled record (in exactly-once mode) and wakes a
+// waiting revocation, Close or transaction end.
 func (s *Source) settle() {
-	s.outstanding.Add(-1)
+	if s.tx == nil {
+		if s.waiters.Load() == 0 {
+			return // a waiter checks the tickets after it registers
+		}
+	} else {
+		s.outstanding.Add(-1)
+	}
 	select {
 	case s.settled <- struct{}{}:
 	default:
@@ -338,6 +349,8 @@ func (s *Source) forget(parts map[string][]int32) {
 // waitSettled waits, up to settleWait, until no record emitted from parts
 // (all partitions when parts is nil) is still open.
 func (s *Source) waitSettled(ctx context.Context, parts map[string][]int32) {
+	s.waiters.Add(1)
+	defer s.waiters.Add(-1)
 	timer := time.NewTimer(settleWait)
 	defer timer.Stop()
 	for !s.quiet(parts) {
