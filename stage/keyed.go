@@ -501,43 +501,26 @@ func (s *keyedMachines[I, K, S, E, A, O]) prepare() error {
 }
 
 func (s *keyedMachines[I, K, S, E, A, O]) capture(part *checkpoint.StageUpdate) error {
-	for _, k := range s.removed {
-		if _, live := s.index[k]; live {
-			continue // removed, then created again: set below
-		}
-		key, err := encodeKey(k)
-		if err != nil {
-			return err
-		}
-		part.Delete = append(part.Delete, key)
+	var err error
+	if s.removed, err = captureRemoved(part, s.removed, s.index); err != nil {
+		return err
 	}
-	clear(s.removed)
-	s.removed = s.removed[:0]
 	for _, r := range s.dirty {
 		rec := s.slab.at(r)
 		if !rec.live || !rec.dirty {
 			continue
 		}
 		rec.dirty, rec.saved = false, true
-		key, err := encodeKey(rec.key)
-		if err != nil {
+		var deadline int64
+		if rec.gen != 0 { // a heap entry: the deadline is armed
+			deadline = rec.deadline
+		}
+		if err := captureKey(part, s.spec.Codec, rec.key, deadline, rec.m.State()); err != nil {
 			return err
 		}
-		b, err := s.spec.Codec.Encode(rec.m.State())
-		if err != nil {
-			return fmt.Errorf("encoding the state of key %v: %w", rec.key, err)
-		}
-		part.Set[key] = putTimed(rec.deadline*boolInt(rec.gen != 0), b)
 	}
 	s.dirty = s.dirty[:0]
 	return nil
-}
-
-func boolInt(b bool) int64 {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 func (s *keyedMachines[I, K, S, E, A, O]) restore(key K, b []byte, shift int64) error {

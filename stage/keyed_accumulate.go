@@ -341,37 +341,23 @@ func (s *keyedAccs[I, K, S, O]) prepare() error {
 }
 
 func (s *keyedAccs[I, K, S, O]) capture(part *checkpoint.StageUpdate) error {
-	for _, k := range s.removed {
-		if _, live := s.index[k]; live {
-			continue // removed, then created again: set below
-		}
-		key, err := encodeKey(k)
-		if err != nil {
-			return err
-		}
-		part.Delete = append(part.Delete, key)
+	var err error
+	if s.removed, err = captureRemoved(part, s.removed, s.index); err != nil {
+		return err
 	}
-	clear(s.removed)
-	s.removed = s.removed[:0]
 	for _, r := range s.dirty {
 		rec := s.slab.at(r)
 		if !rec.live || !rec.dirty {
 			continue
 		}
 		rec.dirty, rec.saved = false, true
-		key, err := encodeKey(rec.key)
-		if err != nil {
-			return err
-		}
-		b, err := s.spec.Codec.Encode(rec.state)
-		if err != nil {
-			return fmt.Errorf("encoding the state of key %v: %w", rec.key, err)
-		}
 		var deadline int64
 		if rec.armed {
 			deadline = rec.deadline
 		}
-		part.Set[key] = putTimed(deadline, b)
+		if err := captureKey(part, s.spec.Codec, rec.key, deadline, rec.state); err != nil {
+			return err
+		}
 	}
 	s.dirty = s.dirty[:0]
 	return nil

@@ -733,6 +733,38 @@ func (k *keyedCore[I, K, O]) restore(st checkpoint.Stage) error {
 	return nil
 }
 
+// captureRemoved adds to part a Delete for each key of removed that is not
+// live again (in index: it is set instead), and returns removed emptied.
+func captureRemoved[K comparable](part *checkpoint.StageUpdate, removed []K, index map[K]int32) ([]K, error) {
+	for _, k := range removed {
+		if _, live := index[k]; live {
+			continue
+		}
+		key, err := encodeKey(k)
+		if err != nil {
+			return removed, err
+		}
+		part.Delete = append(part.Delete, key)
+	}
+	clear(removed)
+	return removed[:0], nil
+}
+
+// captureKey sets in part the saved value of key k: its deadline (0: none)
+// and its state, encoded by codec.
+func captureKey[K comparable, S any](part *checkpoint.StageUpdate, codec checkpoint.Codec[S], k K, deadline int64, st S) error {
+	key, err := encodeKey(k)
+	if err != nil {
+		return err
+	}
+	b, err := codec.Encode(st)
+	if err != nil {
+		return fmt.Errorf("encoding the state of key %v: %w", k, err)
+	}
+	part.Set[key] = putTimed(deadline, b)
+	return nil
+}
+
 // putTimed encodes a key's saved value: its deadline (UnixNano, 0 for
 // none) and its encoded state.
 func putTimed(deadline int64, state []byte) []byte {
