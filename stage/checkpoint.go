@@ -74,7 +74,9 @@ var ErrCheckpoint = errors.New("stage: checkpoint")
 // sources go on, nothing is saved) when a stage fails meanwhile or when it
 // takes longer than the interval or 5 s, whichever is longer. No
 // checkpoint is taken while a Finite [Join] hydrates or a stage restarts.
-// A nil store is the default: no checkpoints.
+// A nil store takes no checkpoints.
+//
+// Default: no checkpoints.
 func WithCheckpoint(store checkpoint.Store, every time.Duration) Option {
 	return optionFunc(func(o *options) {
 		o.store, o.every = store, max(every, 0)
