@@ -173,6 +173,8 @@ type pipeRig struct {
 	drained   bool
 	aborted   bool // a handler asked for an abort (so before the end)
 	outAbort  bool // an abort was asked for from outside (maybe after the end)
+	failure   bool // the journal holds a stage's failure
+	lateCalls int  // the source's calls begun after that
 	log       []string
 	bad       []string
 
@@ -354,6 +356,11 @@ func (r *pipeRig) deliver(pos, v int) {
 
 // Next is the source's handler.
 func (r *pipeRig) Next(_ context.Context, emit func(int)) error {
+	r.mu.Lock()
+	if r.failure {
+		r.lateCalls++
+	}
+	r.mu.Unlock()
 	n := r.call(0)
 	if n > r.plan.calls {
 		return io.EOF
@@ -528,8 +535,24 @@ func (r *pipeRig) build(j stage.Journal) *stage.Pipeline {
 	sink := len(r.names) - 1
 	r.p = stage.To(c, "sink", hookedSink{hooked{r, sink}, r},
 		stage.WithBatchSize(r.plan.batch), stage.WithCapacity(r.plan.capacity),
-		stage.WithDeadLetter(r.deadLetter), stage.WithJournal(j))
+		stage.WithDeadLetter(r.deadLetter), stage.WithJournal(failureWatch{j, r}))
 	return r.p
+}
+
+// failureWatch is the rig's journal: it tells the rig when a stage's
+// failure is journaled (the pipeline asks the source to drain right after).
+type failureWatch struct {
+	stage.Journal
+	r *pipeRig
+}
+
+func (w failureWatch) Append(e stage.Entry) error {
+	if strings.HasPrefix(e.To, "Failed") {
+		w.r.mu.Lock()
+		w.r.failure = true
+		w.r.mu.Unlock()
+	}
+	return w.Journal.Append(e)
 }
 
 // check checks an ended pipeline against what the rig saw. err is what
@@ -617,6 +640,12 @@ func (r *pipeRig) check(t assert.TestingT, err error, j *stage.MemoryJournal) {
 		case e.Stage == "src":
 			srcState = e.To
 			srcDrainAsked = srcDrainAsked || (failureSeen && e.Event == "BeginDrain")
+			// The source may reach its end of input while the drain
+			// request is on its way: the call that returns it may begin
+			// after the failure was journaled and before the request is
+			// queued, and so may one more (the two happen on different
+			// goroutines). A source that went on longer was not asked.
+			srcDrainAsked = srcDrainAsked || (failureSeen && e.Event == "Completed" && e.From == "Running" && r.lateCalls <= 2)
 		case strings.HasPrefix(e.To, "Failed") && !failureSeen:
 			failureSeen, srcRunningAtFailure = true, srcState == "Running"
 		}
