@@ -193,7 +193,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, e := range entries {
-			if strings.HasSuffix(e.Name(), ".full") && e.Name() != "00000000000000000001.full" {
+			if strings.Contains(e.Name(), ".full.") && !strings.HasPrefix(e.Name(), "00000000000000000001.") {
 				compacted++
 			}
 		}

@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 )
 
@@ -165,4 +166,28 @@ func apply(stages map[string]Stage, changes map[string]StageUpdate) {
 		}
 		stages[name] = st
 	}
+}
+
+// withoutDeletes returns stages with each stage's deleted keys taken out
+// of its Set, for a full checkpoint (which has nothing to delete from). It
+// copies only what it changes.
+func withoutDeletes(stages map[string]StageUpdate) map[string]StageUpdate {
+	var out map[string]StageUpdate
+	for name, st := range stages {
+		if len(st.Delete) == 0 {
+			continue
+		}
+		if out == nil {
+			out = maps.Clone(stages)
+		}
+		set := maps.Clone(st.Set)
+		for _, k := range st.Delete {
+			delete(set, k)
+		}
+		out[name] = StageUpdate{Position: st.Position, Set: set}
+	}
+	if out == nil {
+		return stages
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -228,17 +229,37 @@ func TestDirContext(t *testing.T) {
 	assert.ErrorIs(t, err, checkpoint.ErrNoCheckpoint)
 }
 
-// files returns the checkpoint files in dir, oldest first.
+// files returns the files in dir, oldest first, each checkpoint file's
+// name without its CRC ("00000000000000000002.delta").
 func files(t *testing.T, dir string) []string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	var names []string
 	for _, e := range entries {
-		names = append(names, e.Name())
+		names = append(names, withoutCRC(e.Name()))
 	}
 	slices.Sort(names)
 	return names
+}
+
+var crcSuffix = regexp.MustCompile(`\.[0-9a-f]{8}$`)
+
+func withoutCRC(name string) string { return crcSuffix.ReplaceAllString(name, "") }
+
+// file returns the path of the checkpoint file in dir that files names
+// short.
+func file(t *testing.T, dir, short string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		if withoutCRC(e.Name()) == short {
+			return filepath.Join(dir, e.Name())
+		}
+	}
+	require.Fail(t, "no such checkpoint file", short)
+	return ""
 }
 
 // observed returns a logger that records Warn and above.
@@ -271,7 +292,7 @@ func TestDirTornLatest(t *testing.T) {
 	save(t, d, newModel(), delta(seq, "20", map[string]string{"a": "11"}, "b"))
 	names := files(t, path)
 	require.Len(t, names, 2)
-	last := filepath.Join(path, names[1])
+	last := file(t, path, names[1])
 	good, err := os.ReadFile(last)
 	require.NoError(t, err)
 
@@ -344,7 +365,8 @@ func TestDirCompaction(t *testing.T) {
 	save(t, d, m, delta(cp.Seq, "3", map[string]string{"c": "3"}))
 	require.NoError(t, d.Close())
 
-	corrupt(t, filepath.Join(path, "00000000000000000002.full"))
+	full2 := file(t, path, "00000000000000000002.full")
+	corrupt(t, full2)
 	opt, logs := observed()
 	cp = mustLoad(t, openDir(t, path, opt))
 	assert.Equal(t, uint64(3), cp.Seq, "through the delta the full checkpoint equals")
@@ -352,9 +374,9 @@ func TestDirCompaction(t *testing.T) {
 	require.Equal(t, 1, logs.Len())
 	var ce *checkpoint.CorruptError
 	require.ErrorAs(t, fieldError(t, logs.All()[0]), &ce)
-	assert.Equal(t, filepath.Join(path, "00000000000000000002.full"), ce.Path)
+	assert.Equal(t, full2, ce.Path)
 
-	corrupt(t, filepath.Join(path, "00000000000000000002.delta"))
+	corrupt(t, file(t, path, "00000000000000000002.delta"))
 	opt, logs = observed()
 	cp = mustLoad(t, openDir(t, path, opt))
 	assert.Equal(t, uint64(1), cp.Seq)
@@ -396,7 +418,7 @@ func TestDirBrokenChain(t *testing.T) {
 	want := of(mustLoad(t, d))
 	seq = save(t, d, m, delta(seq, "3", map[string]string{"c": "3"}))
 	save(t, d, m, delta(seq, "4", map[string]string{"d": "4"}))
-	require.NoError(t, os.Remove(filepath.Join(path, "00000000000000000003.delta")))
+	require.NoError(t, os.Remove(file(t, path, "00000000000000000003.delta")))
 
 	opt, logs := observed()
 	cp, err := openDir(t, path, opt).Load(context.Background())
@@ -406,7 +428,7 @@ func TestDirBrokenChain(t *testing.T) {
 	require.Equal(t, 1, logs.Len())
 	var ce *checkpoint.CorruptError
 	require.ErrorAs(t, fieldError(t, logs.All()[0]), &ce)
-	assert.True(t, strings.HasSuffix(ce.Path, "00000000000000000004.delta"), ce.Path)
+	assert.True(t, strings.HasSuffix(withoutCRC(ce.Path), "00000000000000000004.delta"), ce.Path)
 }
 
 func mustLoad(t *testing.T, d *checkpoint.Dir) *checkpoint.Snapshot {
@@ -423,7 +445,7 @@ func TestDirAllCorrupt(t *testing.T) {
 	path := t.TempDir()
 	d := openDir(t, path)
 	save(t, d, newModel(), full("1", map[string]string{"a": "1"}))
-	name := filepath.Join(path, files(t, path)[0])
+	name := file(t, path, files(t, path)[0])
 	require.NoError(t, os.Truncate(name, 20))
 
 	d = openDir(t, path)
@@ -490,7 +512,7 @@ func TestDirModel(t *testing.T) {
 					fulls++
 				}
 			}
-			t.Log(len(files(t, path)), "files", fulls, "full")
+			t.Log(len(files(t, path)), "files", fulls, "full", files(t, path))
 			assert.LessOrEqual(t, fulls, 3, "the current and the previous chain's, and perhaps one a new history made stale")
 		})
 	}

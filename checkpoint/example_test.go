@@ -57,7 +57,7 @@ func ExampleDir_torn() {
 	_, _ = d.Save(ctx, &checkpoint.Update{Base: seq, Graph: graph, Stages: map[string]checkpoint.StageUpdate{"orders": {Position: []byte("2")}}})
 	_ = d.Close()
 
-	files, _ := filepath.Glob(filepath.Join(path, "*.delta"))
+	files, _ := filepath.Glob(filepath.Join(path, "*.delta.*"))
 	fi, _ := os.Stat(files[0])
 	_ = os.Truncate(files[0], fi.Size()-3) // the crash
 

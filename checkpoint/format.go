@@ -1,16 +1,16 @@
 package checkpoint
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/crc32"
-	"io"
+	"maps"
+	"slices"
 )
 
-// The file format of a [Dir] checkpoint file (little endian):
+// The encoding of one checkpoint blob of a [BlobStore] (a file of a [Dir])
+// (little endian):
 //
 //	header  (28 bytes): magic "SFCP", version, kind (1 full, 2 delta),
 //	                    2 reserved, seq u64, prev seq u64, prev crc u32
@@ -21,14 +21,22 @@ import (
 //	                    then bytes)
 //	trailer (12 bytes): payload length u64, CRC-32C of all bytes before
 //
-// A delta names the file it extends (prev seq) and that file's CRC, so a
-// delta never applies to anything but the exact file it was written on.
+// A delta names the checkpoint it extends by sequence and identity (its
+// CRC), so it never applies to anything but that exact checkpoint. A full
+// checkpoint written by a compaction carries, as prev, its own sequence
+// and the CRC of the delta it equals: the deltas saved on that delta
+// extend it too.
+//
+// The head of a store with a [Head] is: magic "SFCH", version, 3
+// reserved, seq u64, identity u32, CRC-32C u32 of the bytes before.
 
 const (
 	magic      = "SFCP"
+	headMagic  = "SFCH"
 	version    = 1
 	headerSize = 28
 	trailSize  = 12
+	headSize   = 24
 )
 
 type fileKind uint8
@@ -40,108 +48,81 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// header is a checkpoint file's header.
+// header is a checkpoint's header.
 type header struct {
 	kind    fileKind
 	seq     uint64
-	prevSeq uint64 // 0 for a full checkpoint
+	prevSeq uint64 // 0 for a full checkpoint a Save wrote
 	prevCRC uint32
 }
 
 var (
-	errShort    = errors.New("file too short")
+	errShort    = errors.New("too short")
 	errChecksum = errors.New("checksum mismatch")
 	errFormat   = errors.New("bad format")
 )
 
-// writer encodes a checkpoint file, summing what it writes.
-type writer struct {
-	w   *bufio.Writer
-	crc hash.Hash32
-	n   uint64 // payload bytes written
-	tmp [binary.MaxVarintLen64]byte
-}
-
-func newWriter(w io.Writer) *writer {
-	crc := crc32.New(castagnoli)
-	return &writer{w: bufio.NewWriterSize(io.MultiWriter(w, crc), 1<<20), crc: crc}
-}
-
-func (w *writer) header(h header) {
-	var b [headerSize]byte
-	copy(b[:], magic)
+// encode encodes one checkpoint and returns it with its CRC. Stages are
+// written in name order, so that equal checkpoints encode alike.
+func encode(h header, graph []string, stages map[string]StageUpdate) ([]byte, uint32) {
+	size := headerSize + trailSize + 2*binary.MaxVarintLen64
+	for _, name := range graph {
+		size += binary.MaxVarintLen64 + len(name)
+	}
+	for name, st := range stages {
+		size += 4*binary.MaxVarintLen64 + len(name) + len(st.Position)
+		for k, v := range st.Set {
+			size += 2*binary.MaxVarintLen64 + len(k) + len(v)
+		}
+		for _, k := range st.Delete {
+			size += binary.MaxVarintLen64 + len(k)
+		}
+	}
+	b := make([]byte, headerSize, size)
+	copy(b, magic)
 	b[4] = version
 	b[5] = byte(h.kind)
 	binary.LittleEndian.PutUint64(b[8:], h.seq)
 	binary.LittleEndian.PutUint64(b[16:], h.prevSeq)
 	binary.LittleEndian.PutUint32(b[24:], h.prevCRC)
-	_, _ = w.w.Write(b[:]) // bufio keeps the first error for Flush
-}
-
-func (w *writer) uvarint(v uint64) {
-	n := binary.PutUvarint(w.tmp[:], v)
-	_, _ = w.w.Write(w.tmp[:n])
-	w.n += uint64(n)
-}
-
-func (w *writer) bytes(b []byte) {
-	w.uvarint(uint64(len(b)))
-	_, _ = w.w.Write(b)
-	w.n += uint64(len(b))
-}
-
-func (w *writer) string(s string) {
-	w.uvarint(uint64(len(s)))
-	_, _ = w.w.WriteString(s)
-	w.n += uint64(len(s))
-}
-
-// body writes the graph and the stages (each with the keys it deletes).
-func (w *writer) body(graph []string, stages map[string]StageUpdate) {
-	w.uvarint(uint64(len(graph)))
+	b = binary.AppendUvarint(b, uint64(len(graph)))
 	for _, name := range graph {
-		w.string(name)
+		b = appendString(b, name)
 	}
-	w.uvarint(uint64(len(stages)))
-	for name, st := range stages {
-		w.string(name)
+	b = binary.AppendUvarint(b, uint64(len(stages)))
+	for _, name := range slices.Sorted(maps.Keys(stages)) {
+		st := stages[name]
+		b = appendString(b, name)
 		if st.Position != nil {
-			w.uvarint(1)
-			w.bytes(st.Position)
+			b = append(b, 1)
+			b = appendString(b, string(st.Position))
 		} else {
-			w.uvarint(0)
+			b = append(b, 0)
 		}
-		w.uvarint(uint64(len(st.Set)))
+		b = binary.AppendUvarint(b, uint64(len(st.Set)))
 		for k, v := range st.Set {
-			w.string(k)
-			w.bytes(v)
+			b = appendString(b, k)
+			b = appendString(b, string(v))
 		}
-		w.uvarint(uint64(len(st.Delete)))
+		b = binary.AppendUvarint(b, uint64(len(st.Delete)))
 		for _, k := range st.Delete {
-			w.string(k)
+			b = appendString(b, k)
 		}
 	}
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(b)-headerSize))
+	crc := crc32.Checksum(b, castagnoli)
+	return binary.LittleEndian.AppendUint32(b, crc), crc
 }
 
-// finish writes the trailer and flushes; it returns the file's CRC.
-func (w *writer) finish() (uint32, error) {
-	var b [trailSize]byte
-	binary.LittleEndian.PutUint64(b[:], w.n)
-	_, _ = w.w.Write(b[:8])
-	if err := w.w.Flush(); err != nil {
-		return 0, err
-	}
-	sum := w.crc.Sum32()
-	binary.LittleEndian.PutUint32(b[8:], sum)
-	if _, err := w.w.Write(b[8:]); err != nil {
-		return 0, err
-	}
-	return sum, w.w.Flush()
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
 }
 
-// decoded is a checkpoint file, checked and parsed.
+// decoded is a checkpoint blob, checked and parsed.
 type decoded struct {
 	header
+	name   string // its blob, once read from a store
 	crc    uint32
 	graph  []string
 	stages map[string]StageUpdate
@@ -255,3 +236,32 @@ func (r *reader) bytes() []byte {
 }
 
 func (r *reader) string() string { return string(r.bytes()) }
+
+// head is the commit point of a store with a [Head]: the latest complete
+// checkpoint.
+type head struct {
+	seq uint64
+	id  uint32
+}
+
+func encodeHead(h head) []byte {
+	b := make([]byte, 8, headSize)
+	copy(b, headMagic)
+	b[4] = version
+	b = binary.LittleEndian.AppendUint64(b, h.seq)
+	b = binary.LittleEndian.AppendUint32(b, h.id)
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+func decodeHead(b []byte) (head, error) {
+	if len(b) != headSize {
+		return head{}, fmt.Errorf("%w: %d bytes", errShort, len(b))
+	}
+	if crc32.Checksum(b[:headSize-4], castagnoli) != binary.LittleEndian.Uint32(b[headSize-4:]) {
+		return head{}, errChecksum
+	}
+	if string(b[:4]) != headMagic || b[4] != version {
+		return head{}, fmt.Errorf("%w: not a checkpoint head of version %d", errFormat, version)
+	}
+	return head{seq: binary.LittleEndian.Uint64(b[8:]), id: binary.LittleEndian.Uint32(b[16:])}, nil
+}
