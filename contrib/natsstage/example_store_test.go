@@ -98,5 +98,5 @@ func ExampleStore() {
 	// checkpoint 2 graph matches: true
 	// position 42
 	// bob 6 keys 1
-	// partition-1: natsstage: checkpoints checkpoints/partition-1: checkpoint: no checkpoint
+	// partition-1: checkpoint: checkpoints/partition-1: checkpoint: no checkpoint
 }

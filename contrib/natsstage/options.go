@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/stagefsm/stagefsm/checkpoint"
 )
 
 // Defaults of the options, documented on each option.
@@ -181,15 +183,13 @@ type StoreOption interface {
 	applyStore(*storeOptions)
 }
 
-const defaultCompaction = 1.0
-
 type storeOptions struct {
 	logger     *zap.Logger
-	compaction float64
+	checkpoint []checkpoint.Option // the options of the checkpoint.BlobStore
 }
 
 func newStoreOptions(opts []StoreOption) storeOptions {
-	o := storeOptions{logger: zap.NewNop(), compaction: defaultCompaction}
+	o := storeOptions{logger: zap.NewNop()}
 	for _, opt := range opts {
 		if opt != nil {
 			opt.applyStore(&o)
@@ -227,9 +227,6 @@ func WithStoreLogger(l *zap.Logger) StoreOption {
 // Default: 1 (the deltas may grow as large as the full checkpoint).
 func WithCompaction(ratio float64) StoreOption {
 	return storeOption(func(o *storeOptions) {
-		if ratio != ratio { // NaN
-			ratio = defaultCompaction
-		}
-		o.compaction = ratio
+		o.checkpoint = append(o.checkpoint, checkpoint.WithCompaction(ratio))
 	})
 }
