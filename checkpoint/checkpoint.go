@@ -8,7 +8,8 @@ import (
 )
 
 // Store keeps checkpoints. [Dir] is the embedded default; a store on a
-// server (a JetStream bucket, for example) implements the same contract.
+// server (a JetStream bucket, for example) is a [BlobStore] on that
+// server's [Blobs], with the same contract.
 //
 // The engine calls Save at each checkpoint and Load once, at start; it
 // never calls them concurrently, but a Store must still be safe for
@@ -32,7 +33,7 @@ type Store interface {
 	// Load returns the latest complete checkpoint. A newer checkpoint
 	// that is torn or corrupt (its checksum fails) is skipped and the
 	// previous complete one is returned; the store reports the skipped
-	// one (a [Dir] logs it). Load returns an error wrapping
+	// one (a [BlobStore] logs it). Load returns an error wrapping
 	// [ErrNoCheckpoint] when the store holds none, and an error wrapping
 	// the [*CorruptError]s when it holds checkpoints but none is complete.
 	Load(ctx context.Context) (*Snapshot, error)

@@ -82,8 +82,8 @@ func openDir(t *testing.T, path string, opts ...checkpoint.Option) *checkpoint.D
 	return d
 }
 
-// save saves u into d, applies it to m, and checks that Load returns m.
-func save(t *testing.T, d *checkpoint.Dir, m *model, u *checkpoint.Update) uint64 {
+// save saves u into the store d, applies it to m, and checks that Load returns m.
+func save(t *testing.T, d checkpoint.Store, m *model, u *checkpoint.Update) uint64 {
 	t.Helper()
 	seq, err := d.Save(context.Background(), u)
 	require.NoError(t, err)
@@ -516,4 +516,27 @@ func TestDirModel(t *testing.T) {
 			assert.LessOrEqual(t, fulls, 3, "the current and the previous chain's, and perhaps one a new history made stale")
 		})
 	}
+}
+
+// TestDirReadsNamesWithoutCRC checks that the files of an earlier
+// version, named without their CRC, still load and take deltas.
+func TestDirReadsNamesWithoutCRC(t *testing.T) {
+	path := t.TempDir()
+	d := openDir(t, path, checkpoint.WithCompaction(100))
+	m := newModel()
+	seq := save(t, d, m, full("1", map[string]string{"a": "1"}))
+	seq = save(t, d, m, delta(seq, "2", map[string]string{"b": "2"}))
+	require.NoError(t, d.Close())
+	for _, short := range files(t, path) {
+		require.NoError(t, os.Rename(file(t, path, short), filepath.Join(path, short)))
+	}
+	require.Equal(t, []string{"00000000000000000001.full", "00000000000000000002.delta"}, files(t, path))
+
+	d = openDir(t, path, checkpoint.WithCompaction(100))
+	cp := mustLoad(t, d)
+	assert.Equal(t, seq, cp.Seq)
+	assert.Equal(t, m, of(cp))
+	seq = save(t, d, m, delta(seq, "3", map[string]string{"c": "3"}))
+	assert.Equal(t, m, of(mustLoad(t, openDir(t, path))))
+	assert.Equal(t, uint64(3), seq)
 }

@@ -25,12 +25,15 @@
 //
 // A [Store] saves an [Update] — the changes since the latest checkpoint,
 // or everything — atomically, and loads the latest complete [Snapshot].
-// [Dir] is the embedded default: a directory of files, each written to a
-// temporary file, synced, renamed and its directory synced, each with a
-// CRC-32C. A save writes only what changed (a delta), so a checkpoint
-// costs what changed, not what exists; when the deltas have grown as large
-// as the last full checkpoint, a compaction in the background writes the
-// whole state again, while saves go on.
+// [BlobStore] implements the contract once, on any [Blobs] (named blobs
+// written whole, with an optional [Head] to commit by compare-and-set);
+// [Dir] is the embedded default: a BlobStore on a directory of files,
+// each written to a temporary file, synced, renamed and its directory
+// synced. Each checkpoint carries a CRC-32C. A save writes only what
+// changed (a delta), so a checkpoint costs what changed, not what exists;
+// when the deltas have grown as large as the last full checkpoint, a
+// compaction in the background writes the whole state again, while saves
+// go on.
 //
 // # Bad input
 //

@@ -12,7 +12,8 @@ var ErrNoCheckpoint = errors.New("checkpoint: no checkpoint")
 
 // ErrStaleBase is returned (wrapped) by [Store.Save] for an update whose
 // Base is not the latest checkpoint: the changes were computed against
-// another checkpoint, so applying them would make a state nobody had.
+// another checkpoint, so applying them would make a state nobody had. A
+// [Head] returns it for a compare-and-set that finds the head moved.
 var ErrStaleBase = errors.New("checkpoint: update not based on the latest checkpoint")
 
 // ErrInvalid is returned (wrapped) by [Store.Save] for a malformed
@@ -49,7 +50,8 @@ func (e *GraphError) Error() string {
 // CorruptError says that a stored checkpoint (or a part of it) is torn or
 // corrupt: too short, a checksum that does not match, or a link to the
 // checkpoint it extends that is missing or broken. Path names the file
-// (or the store's object); Err says what is wrong.
+// (or the store's blob: "<store>/<blob name>", see [NewBlobStore]); Err
+// says what is wrong.
 type CorruptError struct {
 	Path string
 	Err  error
@@ -82,6 +84,6 @@ func (e *DecodeError) Error() string {
 // Unwrap returns Err.
 func (e *DecodeError) Unwrap() error { return e.Err }
 
-// ErrClosed is returned (wrapped) by [Dir.Save] and [Dir.Load] after
-// [Dir.Close].
+// ErrClosed is returned (wrapped) by [BlobStore.Save] and
+// [BlobStore.Load] (so by a [Dir]'s) after Close.
 var ErrClosed = errors.New("checkpoint: store closed")

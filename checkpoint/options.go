@@ -4,7 +4,8 @@ import "go.uber.org/zap"
 
 const defaultCompaction = 1.0
 
-// An Option configures a [Dir] (see [OpenDir]).
+// An Option configures a [BlobStore] (see [NewBlobStore]) or a [Dir] (see
+// [OpenDir]).
 type Option interface {
 	apply(*options)
 }
@@ -28,9 +29,10 @@ type optionFunc func(*options)
 
 func (f optionFunc) apply(o *options) { f(o) }
 
-// WithLogger sets the logger a [Dir] reports to: a Warn line for each
-// torn or corrupt checkpoint that [Dir.Load] skips, and for a file it
-// could not remove. nil means no logging.
+// WithLogger sets the logger a [BlobStore] (or [Dir]) reports to: a Warn
+// line for each torn or corrupt checkpoint that Load skips, for a corrupt
+// head, for a failed compaction and for a blob it could not remove. nil
+// means no logging.
 //
 // Default: zap.NewNop().
 func WithLogger(l *zap.Logger) Option {
@@ -42,11 +44,11 @@ func WithLogger(l *zap.Logger) Option {
 	})
 }
 
-// WithCompaction sets when a [Dir] starts a compaction in the background
-// (see [Dir]): once the deltas written since the last full checkpoint add
-// up to ratio × its size. A smaller ratio makes [Dir.Load] faster and the
-// disk use smaller, and compactions (which read and write the whole
-// state) more frequent. ratio ≤ 0 compacts after every delta. NaN falls
+// WithCompaction sets when a [BlobStore] (or [Dir]) starts a compaction
+// in the background (see [BlobStore]): once the deltas written since the
+// last full checkpoint add up to ratio × its size. A smaller ratio makes
+// Load faster and the storage smaller, and compactions (which read and
+// write the whole state) more frequent. ratio ≤ 0 compacts after every delta. NaN falls
 // back to the default.
 //
 // Default: 1 (the deltas may grow as large as the full checkpoint).
