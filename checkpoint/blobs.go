@@ -21,7 +21,7 @@ import (
 //
 // The BlobStore calls the methods under its lock, one at a time, but for
 // a compaction in the background, which may call Put, Get and List while
-// a Save runs. They may block on I/O, and should return early with ctx's
+// a Save or a Load runs. They may block on I/O, and should return early with ctx's
 // error when ctx is done. Names are short ASCII strings of letters,
 // digits and dots.
 type Blobs interface {
@@ -60,10 +60,10 @@ type Head interface {
 	WriteHead(ctx context.Context, value []byte, rev uint64) (uint64, error)
 }
 
-// BlobStore is the [Store] that [Dir] and the stores on servers share:
-// its checkpoints are blobs in a [Blobs], and it adds nothing a Blobs
-// does not give it but checksums and names. Use it for a storage of your
-// own; [NewBlobStore] makes one.
+// BlobStore is the [Store], written once for any storage of named blobs
+// (a [Blobs]): [Dir] is a BlobStore on files, and a store on a server
+// (natsstage.Store on JetStream) is one on that server's objects. Use it
+// for a storage of your own; [NewBlobStore] makes one.
 //
 // Each checkpoint is one blob, named "<sequence>.<full|delta>.<CRC>"
 // (the sequence in 20 digits, the CRC-32C in 8 hex digits) and carrying

@@ -135,8 +135,7 @@ func newBlobStore(t *testing.T, b checkpoint.Blobs, opts ...checkpoint.Option) *
 
 func loadModel(t *testing.T, s checkpoint.Store) (uint64, *model) {
 	t.Helper()
-	cp, err := s.Load(context.Background())
-	require.NoError(t, err)
+	cp := mustLoad(t, s)
 	return cp.Seq, of(cp)
 }
 
@@ -287,7 +286,7 @@ func TestBlobStoreHead(t *testing.T) {
 	s := newBlobStore(t, f, checkpoint.WithCompaction(100))
 	m := newModel()
 	s1 := save(t, s, m, full("1", map[string]string{"a": "1"}))
-	want := of(mustLoadStore(t, s))
+	want := of(mustLoad(t, s))
 
 	// A store without the head, on the same blobs, commits a delta above it.
 	noHead := newBlobStore(t, f.faultBlobs)
@@ -329,7 +328,7 @@ func TestBlobStoreSkipsCorruptBlobs(t *testing.T) {
 			m := newModel()
 			s1 := save(t, s, m, full("1", map[string]string{"a": "1"}))
 			s2 := save(t, s, m, delta(s1, "2", map[string]string{"b": "2"}))
-			want := of(mustLoadStore(t, s))
+			want := of(mustLoad(t, s))
 			s3 := save(t, s, m, delta(s2, "3", map[string]string{"c": "3"}))
 			names, err := f.List(ctx)
 			require.NoError(t, err)
@@ -368,13 +367,6 @@ func TestBlobStoreSkipsCorruptBlobs(t *testing.T) {
 			_ = s3
 		})
 	}
-}
-
-func mustLoadStore(t *testing.T, s checkpoint.Store) *checkpoint.Snapshot {
-	t.Helper()
-	cp, err := s.Load(context.Background())
-	require.NoError(t, err)
-	return cp
 }
 
 // TestBlobStoreCollectsOrphans leaves the blob of a failed save behind

@@ -431,7 +431,7 @@ func TestDirBrokenChain(t *testing.T) {
 	assert.True(t, strings.HasSuffix(withoutCRC(ce.Path), "00000000000000000004.delta"), ce.Path)
 }
 
-func mustLoad(t *testing.T, d *checkpoint.Dir) *checkpoint.Snapshot {
+func mustLoad(t *testing.T, d checkpoint.Store) *checkpoint.Snapshot {
 	t.Helper()
 	cp, err := d.Load(context.Background())
 	require.NoError(t, err)
