@@ -21,9 +21,9 @@ import (
 //
 // The BlobStore calls the methods under its lock, one at a time, but for
 // a compaction in the background, which may call Put, Get and List while
-// a Save or a Load runs. They may block on I/O, and should return early with ctx's
-// error when ctx is done. Names are short ASCII strings of letters,
-// digits and dots.
+// a Save or a Load runs. They may block on I/O, and should return early
+// with ctx's error when ctx is done. Names are short ASCII strings of
+// letters, digits and dots.
 type Blobs interface {
 	// Put stores data under name, replacing a blob of that name. It is
 	// atomic: after it returns nil, Get returns data, also after a
@@ -138,7 +138,8 @@ var _ Store = (*BlobStore)(nil)
 // may also implement [Head] (see BlobStore). When b implements
 // [fmt.Stringer], its String names the store in errors and in the Path of
 // a [*CorruptError] ("<String>/<blob name>"). It reads nothing:
-// [BlobStore.Load] does. Close the store when done with it.
+// [BlobStore.Load] does. With a nil b, Save and Load fail. Close the
+// store when done with it.
 func NewBlobStore(b Blobs, opts ...Option) *BlobStore {
 	return newBlobStore(b, newOptions(opts))
 }
@@ -164,6 +165,9 @@ func (s *BlobStore) Close() error {
 }
 
 func (s *BlobStore) usable(ctx context.Context) error {
+	if s.blobs == nil {
+		return errors.New("checkpoint: NewBlobStore was given nil Blobs")
+	}
 	if s.closed {
 		return s.errorf("", ErrClosed)
 	}

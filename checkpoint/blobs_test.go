@@ -141,6 +141,11 @@ func loadModel(t *testing.T, s checkpoint.Store) (uint64, *model) {
 
 func TestBlobStoreContract(t *testing.T) {
 	ctx := context.Background()
+	none := newBlobStore(t, nil)
+	_, err := none.Load(ctx)
+	require.Error(t, err, "nil Blobs")
+	_, err = none.Save(ctx, full("1", nil))
+	require.Error(t, err, "nil Blobs")
 	for kind, newBlobs := range backends() {
 		t.Run(kind, func(t *testing.T) {
 			b, _ := newBlobs()
