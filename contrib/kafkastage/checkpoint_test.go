@@ -432,8 +432,6 @@ func TestCheckpointPositionRoundTrip(t *testing.T) {
 	ctx := context.Background()
 
 	first := openCk(t, k, []string{inTopic}, 0, 1)
-	start, err := first.Position()
-	require.NoError(t, err)
 	read := nextUntil(t, first, func(rs []*kafkastage.Record) bool { return len(rs) >= 10 })
 	last := map[int32]int64{0: -1, 1: -1}
 	for _, r := range read {
@@ -442,10 +440,17 @@ func TestCheckpointPositionRoundTrip(t *testing.T) {
 	}
 	pos, err := first.Position()
 	require.NoError(t, err)
-	// The group's offsets are behind the position: Resume ignores them.
-	require.NoError(t, first.Commit(ctx, start))
 	require.NoError(t, first.Close())
-	assert.Equal(t, [partitions]int64{0, 0, -1, -1}, k.committed(t))
+
+	// The group's offsets ahead of the position (as when the store fell
+	// back to an older checkpoint): Resume ignores them.
+	ahead := openCk(t, k, []string{inTopic}, 0, 1)
+	nextUntil(t, ahead, func(rs []*kafkastage.Record) bool { return len(rs) == n/2 })
+	end, err := ahead.Position()
+	require.NoError(t, err)
+	require.NoError(t, ahead.Commit(ctx, end))
+	require.NoError(t, ahead.Close())
+	assert.Equal(t, [partitions]int64{n / 4, n / 4, -1, -1}, k.committed(t))
 
 	second := openCk(t, k, []string{inTopic}, 1, 0, 1) // the same set, another order
 	require.NoError(t, second.Resume(ctx, pos))
@@ -462,14 +467,16 @@ func TestCheckpointPositionRoundTrip(t *testing.T) {
 	assert.Equal(t, map[int32]int64{0: last[0] + 1, 1: last[1] + 1}, firstOf, "each partition goes on after the position")
 	assert.Len(t, rest, n/2-len(read), "nothing read twice")
 
-	// Commit makes the position the group's offsets.
+	again, err = second.Position()
+	require.NoError(t, err)
+	assert.Equal(t, end, again, "the same end as the first reader's")
+
+	// Commit makes the position the group's offsets, also one behind them.
 	require.NoError(t, second.Commit(ctx, pos))
 	assert.Equal(t, [partitions]int64{last[0] + 1, last[1] + 1, -1, -1}, k.committed(t))
-	assert.EqualValues(t, last[0]+last[1]+2, second.Stats().Committable)
-	end, err := second.Position()
-	require.NoError(t, err)
 	require.NoError(t, second.Commit(ctx, end))
 	assert.Equal(t, [partitions]int64{n / 4, n / 4, -1, -1}, k.committed(t))
+	assert.EqualValues(t, n/2-last[0]-last[1]-2, second.Stats().Committable, "the offsets the commits moved")
 }
 
 func TestCheckpointBadPositions(t *testing.T) {
