@@ -501,6 +501,13 @@ func TestCheckpointBadPositions(t *testing.T) {
 		assert.ErrorIs(t, src.Commit(ctx, pos), kafkastage.ErrPosition, name)
 	}
 	require.NoError(t, src.Resume(ctx, good))
+
+	// Resume after Next is refused: the stage resumes before the first
+	// Next.
+	require.NoError(t, src.Next(ctx, func(*kafkastage.Record) {}))
+	err = src.Resume(ctx, good)
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, kafkastage.ErrPosition)
 }
 
 func TestCheckpointModeMisuse(t *testing.T) {
