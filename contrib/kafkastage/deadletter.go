@@ -33,9 +33,11 @@ const (
 // [HeaderCause] and the origin headers. An item that was not processed —
 // the pipeline was aborted ([stage.ErrAborted]) or a stage failed
 // ([stage.ErrFailed], or an error made with [stage.Fatal], such as
-// [ErrUnavailable]) — is not a dead letter: its offset is left
-// uncommitted, for the group to read again. Dead letters without a
-// [*Record] (a source's error item) are written with the cause only.
+// [ErrUnavailable]) — is not a dead letter, whatever its payload: its
+// offset is left uncommitted, for the group to read again (in a
+// checkpointing pipeline, the input after the last checkpoint is read
+// again). Dead letters without a [*Record] (a source's error item, a
+// stateful stage's state) are written with the cause only.
 //
 // A dead letter that cannot be written (the brokers did not acknowledge it
 // within [WithMaxOutage]) leaves its offset uncommitted too, and counts in
@@ -79,9 +81,11 @@ func interrupted(err error) bool {
 // acknowledgement. It is safe for concurrent use.
 func (d *DeadLetters) Write(it stage.Item[any]) {
 	r, _ := it.Payload.(*Record)
-	if r != nil && r.t != nil && interrupted(it.Err) {
+	if interrupted(it.Err) {
 		d.stats.released.Add(1)
-		r.t.release()
+		if r != nil && r.t != nil {
+			r.t.release()
+		}
 		return
 	}
 	client := d.client
@@ -143,7 +147,8 @@ func (d *DeadLetters) Close() error {
 type DeadLetterStats struct {
 	// Written counts the dead letters acknowledged by the brokers.
 	Written uint64
-	// Released counts the interrupted items left uncommitted.
+	// Released counts the interrupted items, not written (their input is
+	// read again).
 	Released uint64
 	// Failed counts the dead letters that could not be written.
 	Failed uint64

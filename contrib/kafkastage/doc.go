@@ -20,6 +20,8 @@
 //
 // Items are [*Record]. A transform must emit each input record exactly
 // once (changed or not): the record carries the input offset it commits.
+// A pipeline with state — a keyed stage, an accumulator, a join, an
+// aggregate — uses checkpoints instead (see "Checkpoints").
 //
 // # Delivery guarantees
 //
@@ -83,6 +85,49 @@
 // The cost is latency and throughput: a batch commits only once all of
 // it is delivered, and each transaction takes a few requests; larger
 // batches ([WithMaxPoll]) amortize them.
+//
+// # Checkpoints
+//
+// A [Source] made with [WithCommitOnCheckpoint] and [WithPartitions]
+// serves a pipeline that checkpoints ([stage.WithCheckpoint]): its
+// offsets commit when a stored checkpoint covers them, not when records
+// are delivered, so stages after it may absorb records into state, split
+// or drop them. Its position (see [Source.Position]) is the next offset
+// of each partition it reads; a worker that restarts, or takes a dead
+// worker's partitions over, resumes the checkpoint's state and reads each
+// partition from the checkpoint's offset — none lost, none counted twice:
+//
+//	store, err := checkpoint.OpenDir("/var/lib/billing/p0-3") // the checkpoints of partitions 0-3
+//	src := kafkastage.NewSource(kopts, "billing", []string{"orders"},
+//		kafkastage.WithCommitOnCheckpoint(true), kafkastage.WithPartitions(0, 1, 2, 3))
+//	sums := stage.ThenKeyedAccumulate(stage.From("orders", src), "sums", perCustomer)
+//	p := stage.To(sums, "totals", kafkastage.NewSink(kopts, "totals"),
+//		stage.WithCheckpoint(store, time.Second), stage.WithDeadLetter(dl.Write))
+//
+// Why fixed partitions rather than the group's rebalances: a keyed state
+// is the state of the partitions whose input it saw. A rebalance would
+// move a partition to another member mid-stream, without the state, and
+// a checkpoint would mix partitions that members own at different times.
+// So each worker reads a fixed set of partitions and owns that set's
+// checkpoint store; a successor of a dead worker (a restarted pod, a
+// standby) opens the same store with the same partitions. Spreading the
+// partitions over workers, and moving a set when a worker dies, is the
+// deployment's job (a StatefulSet ordinal, a lease), not the group's.
+//
+// The group then serves only as the place where offsets are committed,
+// with generation -1 commits of a group without members, so that Kafka's
+// tools (kafka-consumer-groups, lag exporters) show the progress. The
+// Source reads the group's offsets once, as its start when the store holds
+// no checkpoint; after that the checkpoint is its position, and the
+// group's offsets trail it by up to one interval (the final checkpoint of
+// a drain is not committed). The group must have no members: do not run
+// a group-mode Source of the same group.
+//
+// Dead letters keep working: a rejected record goes to the dead-letter
+// topic; one rejected after the last checkpoint is written again after a
+// crash, as its input is read again. [Sink] outputs made after the last
+// checkpoint may be written again too (at least once): de-duplicate by
+// key downstream, or emit from state only at drain or on a trigger.
 //
 // # Failures of the brokers
 //

@@ -20,3 +20,13 @@ var ErrOversize = errors.New("kafkastage: record too large")
 // ErrAlreadyOpened is returned by [Source.Open] and [Sink.Open] for a
 // handler that was opened before: each serves one pipeline, once.
 var ErrAlreadyOpened = errors.New("kafkastage: handler already opened")
+
+// ErrPosition is matched (with [errors.Is]) by the error of
+// [Source.Position], [Source.Resume] and [Source.Commit] when the Source
+// cannot serve a checkpoint — it was made without
+// [WithCommitOnCheckpoint], or the position is not one of its partitions
+// (it does not decode, or names other topics or partitions) — and by the
+// error of [Source.Open] for a checkpoint mode it cannot run:
+// [WithCommitOnCheckpoint] without [WithPartitions] or the other way
+// round, or either on a Source of [NewExactlyOnce].
+var ErrPosition = errors.New("kafkastage: no checkpoint position")

@@ -27,8 +27,10 @@ type Option interface {
 }
 
 type sourceOptions struct {
-	maxOutage time.Duration
-	maxPoll   int
+	maxOutage          time.Duration
+	maxPoll            int
+	commitOnCheckpoint bool
+	partitions         []int32 // nil: the group assigns them
 }
 
 func newSourceOptions(opts []SourceOption) sourceOptions {
@@ -97,6 +99,42 @@ func WithMaxPoll(n int) SourceOption {
 		}
 		o.maxPoll = n
 	})
+}
+
+// WithCommitOnCheckpoint makes a [Source] fit for a pipeline that
+// checkpoints ([stage.WithCheckpoint]): with on, the Source commits its
+// offsets when the pipeline commits a stored checkpoint that covers them
+// (see [Source.Commit]), not when a record's outputs are delivered, so
+// that stateful stages after it (a keyed stage, an accumulator, a join,
+// an aggregate) may absorb, split or drop records; and it is a
+// [stage.Resumable] whose position is the next offset of each partition
+// it reads (see [Source.Position]). It must be combined with
+// [WithPartitions]: a group rebalance would move a partition away from
+// the state that saw its input, so the Source reads a fixed set of
+// partitions instead of joining the group's rebalances; [Source.Open]
+// fails with an error wrapping [ErrPosition] otherwise, and for a Source
+// of [NewExactlyOnce]. Use it only under [stage.WithCheckpoint]: without
+// checkpoints nothing is ever committed.
+//
+// Default: false — offsets commit as records are delivered, and
+// [Source.Position] fails.
+func WithCommitOnCheckpoint(on bool) SourceOption {
+	return sourceOption(func(o *sourceOptions) { o.commitOnCheckpoint = on })
+}
+
+// WithPartitions makes a [Source] read partitions ids of each of its
+// topics (for co-partitioned topics, the same key's partition of each),
+// assigned directly rather than by the group, which it then uses only
+// for its committed offsets (see [WithCommitOnCheckpoint], which it
+// requires). A worker that owns these partitions owns their checkpoint:
+// give each set of partitions its own checkpoint store, and let a worker
+// that takes a set over resume from that store. Repeated ids count once;
+// a negative id fails [Source.Open].
+//
+// Default: none — the group assigns the partitions.
+func WithPartitions(ids ...int32) SourceOption {
+	ids = append([]int32(nil), ids...)
+	return sourceOption(func(o *sourceOptions) { o.partitions = ids })
 }
 
 // WithMaxRecordBytes sets the largest record (key, value and headers) a

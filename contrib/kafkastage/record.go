@@ -17,7 +17,10 @@ import (
 // A Record read by a [Source] remembers its place in its partition: the
 // offset is committed once the record has been produced by a [Sink], or
 // written to the dead-letter topic by [DeadLetters], and every record
-// before it in the same partition too.
+// before it in the same partition too. A Record read by a Source made
+// with [WithCommitOnCheckpoint] remembers nothing (its offset commits with
+// a checkpoint): it may be absorbed, split or dropped, and a transform may
+// make new ones.
 type Record struct {
 	// Topic, Partition and Offset say where the record was read. A [Sink]
 	// produces to its own topic and ignores them.

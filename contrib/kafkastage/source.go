@@ -59,6 +59,12 @@ var (
 // beyond that Next fails the stage with an error wrapping
 // [ErrUnavailable].
 //
+// A Source made with [WithCommitOnCheckpoint] and [WithPartitions] reads
+// a fixed set of partitions and commits them with the checkpoints of its
+// pipeline instead (see [Source.Position] and the package doc,
+// "Checkpoints"): its records carry no offset to commit, so a transform
+// may absorb, split or drop them.
+//
 // A Source made by [ExactlyOnce.Source] commits in transactions instead
 // (see [ExactlyOnce]): a revocation does not wait, the open transaction is
 // aborted and its batch read again by the partitions' next owner.
@@ -74,6 +80,9 @@ type Source struct {
 	stats  sourceCounters
 
 	client *kgo.Client
+
+	// Checkpoint mode (see WithCommitOnCheckpoint): nil otherwise.
+	ck *checkpointed
 
 	// Exactly-once mode (see ExactlyOnce): nil tx otherwise.
 	tx      *ExactlyOnce
@@ -116,7 +125,14 @@ func NewSource(kopts []kgo.Opt, group string, topics []string, opts ...SourceOpt
 // Open creates the client and joins the group. It returns an error for a
 // missing group or topic name or options the client refuses, and
 // [ErrAlreadyOpened] when called twice; the pipeline then does not start.
-func (s *Source) Open(context.Context) error {
+// A Source made with [WithCommitOnCheckpoint] does not join the group: it
+// reads the group's committed offsets, where its partitions start unless
+// [Source.Resume] moves them (a partition without one starts at its
+// beginning), and fails when they cannot be read within [WithMaxOutage]
+// (wrapping [ErrUnavailable]), and with an error wrapping [ErrPosition]
+// for options that do not make a checkpoint mode (see
+// [WithCommitOnCheckpoint]).
+func (s *Source) Open(ctx context.Context) error {
 	if s.used {
 		return ErrAlreadyOpened
 	}
@@ -126,6 +142,22 @@ func (s *Source) Open(context.Context) error {
 	}
 	s.parts = make(map[topicPartition]*partition)
 	s.settled = make(chan struct{}, 1)
+	switch ck, fixed := s.o.commitOnCheckpoint, s.o.partitions != nil; {
+	case (ck || fixed) && s.tx != nil:
+		return fmt.Errorf("%w: group %s: an ExactlyOnce Source commits in transactions, not on checkpoints", ErrPosition, s.group)
+	case ck && len(s.o.partitions) == 0:
+		return fmt.Errorf("%w: group %s: WithCommitOnCheckpoint needs WithPartitions: a rebalance would move a partition away from the state that saw its input",
+			ErrPosition, s.group)
+	case fixed && !ck:
+		return fmt.Errorf("%w: group %s: WithPartitions needs WithCommitOnCheckpoint(true)", ErrPosition, s.group)
+	case ck:
+		if err := s.openCheckpointed(ctx); err != nil {
+			return err
+		}
+		s.lastProbe = time.Now()
+		s.opened = true
+		return nil
+	}
 	if s.tx != nil {
 		return s.openSession()
 	}
@@ -153,6 +185,9 @@ func (s *Source) Open(context.Context) error {
 func (s *Source) Next(ctx context.Context, emit func(*Record)) error {
 	if !s.opened {
 		return stage.Fatal(errors.New("kafkastage: Source.Next outside Open and Close"))
+	}
+	if s.ck != nil {
+		return s.nextCheckpointed(ctx, emit)
 	}
 	if s.tx != nil {
 		return s.nextInTransaction(ctx, emit)
@@ -405,6 +440,10 @@ func (s *Source) Close() error {
 		return nil
 	}
 	s.opened = false
+	if s.ck != nil {
+		s.closeCheckpointed()
+		return nil
+	}
 	if s.tx != nil {
 		s.closeSession()
 		return nil
@@ -425,12 +464,15 @@ type SourceStats struct {
 	// Received counts the records emitted into the pipeline.
 	Received uint64
 	// Committable counts the records whose offsets were marked for commit
-	// (produced or dead-lettered, and every earlier one of the partition).
+	// (produced or dead-lettered, and every earlier one of the partition);
+	// for a Source made with [WithCommitOnCheckpoint], the offsets its
+	// commits moved the group's offsets by.
 	Committable uint64
 	// Released counts the records given up unprocessed (the pipeline
 	// stopped): their offsets stay uncommitted.
 	Released uint64
-	// CommitErrors counts the synchronous commits that failed.
+	// CommitErrors counts the synchronous commits that failed (with
+	// [WithCommitOnCheckpoint], the checkpoints' commits).
 	CommitErrors uint64
 	// Aborted counts, in exactly-once mode (see [ExactlyOnce]), the
 	// records whose transaction was aborted: they are read again, and
