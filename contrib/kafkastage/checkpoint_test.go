@@ -555,3 +555,36 @@ func TestCheckpointModeMisuse(t *testing.T) {
 	_, err = unopened.Position()
 	assert.ErrorIs(t, err, kafkastage.ErrPosition)
 }
+
+// TestCheckpointDrainCommitsFinal: with no periodic checkpoint in the run
+// (an interval longer than it), the drain's final checkpoint is the only
+// one, and its offsets become the group's.
+func TestCheckpointDrainCommitsFinal(t *testing.T) {
+	const n = 40
+	k := startCluster(t)
+	k.fillKeyed(t, 0, n)
+	store, err := checkpoint.OpenDir(t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+	src := kafkastage.NewSource(k.opts(), ckGroup, []string{inTopic},
+		kafkastage.WithCommitOnCheckpoint(true), kafkastage.WithPartitions(0, 1, 2, 3))
+	var folded atomic.Int64
+	count := stage.KeyedAccumulator[*kafkastage.Record, string, int, *kafkastage.Record]{
+		Key:  func(r *kafkastage.Record) string { return string(r.Key) },
+		Fold: func(s *int, _ *kafkastage.Record) error { *s++; folded.Add(1); return nil },
+		Emit: func(string, int, func(*kafkastage.Record)) error { return nil },
+	}
+	p := stage.To(stage.ThenKeyedAccumulate(stage.From("in", src), "count", count),
+		"out", kafkastage.NewSink(k.opts(), outTopic), stage.WithCheckpoint(store, time.Hour))
+	require.NoError(t, p.Start(context.Background()))
+	t.Cleanup(func() { p.Abort(); _ = p.Wait(context.Background()) })
+
+	waitUntil(t, "every value folded", func() bool { return folded.Load() == n })
+	assert.Equal(t, [partitions]int64{-1, -1, -1, -1}, k.committed(t), "nothing committed before a checkpoint")
+	p.Drain()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	require.NoError(t, p.Wait(ctx))
+	assert.EqualValues(t, 1, p.Stats().Checkpoints)
+	assert.Equal(t, [partitions]int64{n / 4, n / 4, n / 4, n / 4}, k.committed(t))
+}

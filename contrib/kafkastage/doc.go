@@ -119,8 +119,8 @@
 // tools (kafka-consumer-groups, lag exporters) show the progress. The
 // Source reads the group's offsets once, as its start when the store holds
 // no checkpoint; after that the checkpoint is its position, and the
-// group's offsets trail it by up to one interval (the final checkpoint of
-// a drain is not committed). The group must have no members: do not run
+// group's offsets trail it by up to one interval while the pipeline runs,
+// and reach the final checkpoint's at a drain. The group must have no members: do not run
 // a group-mode Source of the same group.
 //
 // Dead letters keep working: a rejected record goes to the dead-letter
