@@ -170,20 +170,10 @@ func (s *Source) nextInTransaction(ctx context.Context, emit func(*Record)) erro
 			return stage.Fatal(err)
 		}
 	}
-	pctx, cancel := context.WithTimeout(ctx, pollWait)
-	fs := s.sess.PollRecords(pctx, s.o.maxPoll)
-	cancel()
-	if ctx.Err() != nil {
-		return ctx.Err()
+	fs, err := s.poll(ctx, s.sess)
+	if err != nil {
+		return err
 	}
-	if fs.IsClientClosed() {
-		return stage.Fatal(s.unavailable("the client is closed"))
-	}
-	fs.EachError(func(_ string, _ int32, err error) {
-		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-			s.lastErr = err
-		}
-	})
 	n := fs.NumRecords()
 	if n == 0 {
 		return s.check(ctx)

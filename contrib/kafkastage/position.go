@@ -122,20 +122,10 @@ func (s *Source) nextCheckpointed(ctx context.Context, emit func(*Record)) error
 			return stage.Fatal(err)
 		}
 	}
-	pctx, cancel := context.WithTimeout(ctx, pollWait)
-	fs := s.client.PollRecords(pctx, s.o.maxPoll)
-	cancel()
-	if ctx.Err() != nil {
-		return ctx.Err()
+	fs, err := s.poll(ctx, s.client)
+	if err != nil {
+		return err
 	}
-	if fs.IsClientClosed() {
-		return stage.Fatal(s.unavailable("the client is closed"))
-	}
-	fs.EachError(func(_ string, _ int32, err error) {
-		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-			s.lastErr = err
-		}
-	})
 	n := 0
 	fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
 		tp := topicPartition{ftp.Topic, ftp.Partition}

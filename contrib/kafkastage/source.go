@@ -192,20 +192,10 @@ func (s *Source) Next(ctx context.Context, emit func(*Record)) error {
 	if s.tx != nil {
 		return s.nextInTransaction(ctx, emit)
 	}
-	pctx, cancel := context.WithTimeout(ctx, pollWait)
-	fs := s.client.PollRecords(pctx, s.o.maxPoll)
-	cancel()
-	if ctx.Err() != nil {
-		return ctx.Err()
+	fs, err := s.poll(ctx, s.client)
+	if err != nil {
+		return err
 	}
-	if fs.IsClientClosed() {
-		return stage.Fatal(s.unavailable("the client is closed"))
-	}
-	fs.EachError(func(_ string, _ int32, err error) {
-		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-			s.lastErr = err
-		}
-	})
 	s.markCommits()
 	n := s.emitAll(fs, emit)
 	if n > 0 {
@@ -490,4 +480,28 @@ func (s *Source) Stats() SourceStats {
 	c := &s.stats
 	return SourceStats{Received: c.received.Load(), Committable: c.committable.Load(),
 		Released: c.released.Load(), CommitErrors: c.commitErrors.Load(), Aborted: c.aborted.Load()}
+}
+
+// poll fetches up to WithMaxPoll records from c (the Source's client or
+// its transactional session), waiting at most pollWait for the first. It
+// returns ctx's error once ctx is done, and a fatal error when the client
+// is closed. A fetch error other than the wait's end is kept for check.
+func (s *Source) poll(ctx context.Context, c interface {
+	PollRecords(context.Context, int) kgo.Fetches
+}) (kgo.Fetches, error) {
+	pctx, cancel := context.WithTimeout(ctx, pollWait)
+	fs := c.PollRecords(pctx, s.o.maxPoll)
+	cancel()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if fs.IsClientClosed() {
+		return nil, stage.Fatal(s.unavailable("the client is closed"))
+	}
+	fs.EachError(func(_ string, _ int32, err error) {
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			s.lastErr = err
+		}
+	})
+	return fs, nil
 }
