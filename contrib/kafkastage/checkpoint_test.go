@@ -360,6 +360,16 @@ func (s *failingStore) Save(ctx context.Context, u *checkpoint.Update) (uint64, 
 	return s.Store.Save(ctx, u)
 }
 
+// absorbing counts each key's records into its state, and folded, and
+// emits nothing: its input is committed only by checkpoints.
+func absorbing(folded *atomic.Int64) stage.KeyedAccumulator[*kafkastage.Record, string, int, *kafkastage.Record] {
+	return stage.KeyedAccumulator[*kafkastage.Record, string, int, *kafkastage.Record]{
+		Key:  func(r *kafkastage.Record) string { return string(r.Key) },
+		Fold: func(s *int, _ *kafkastage.Record) error { *s++; folded.Add(1); return nil },
+		Emit: func(string, int, func(*kafkastage.Record)) error { return nil },
+	}
+}
+
 // TestCheckpointCommitsOnlyStoredCheckpoints checks that offsets commit
 // after a checkpoint is stored, never on delivery or on capture: while the
 // store refuses every save, the group's offsets stay where the last
@@ -374,12 +384,7 @@ func TestCheckpointCommitsOnlyStoredCheckpoints(t *testing.T) {
 	src := kafkastage.NewSource(k.opts(), ckGroup, []string{inTopic},
 		kafkastage.WithCommitOnCheckpoint(true), kafkastage.WithPartitions(0, 1, 2, 3))
 	var folded atomic.Int64
-	count := stage.KeyedAccumulator[*kafkastage.Record, string, int, *kafkastage.Record]{
-		Key:  func(r *kafkastage.Record) string { return string(r.Key) },
-		Fold: func(s *int, _ *kafkastage.Record) error { *s++; folded.Add(1); return nil },
-		Emit: func(string, int, func(*kafkastage.Record)) error { return nil }, // absorbs its input
-	}
-	p := stage.To(stage.ThenKeyedAccumulate(stage.From("in", src), "count", count),
+	p := stage.To(stage.ThenKeyedAccumulate(stage.From("in", src), "count", absorbing(&folded)),
 		"out", kafkastage.NewSink(k.opts(), outTopic), stage.WithCheckpoint(store, 20*time.Millisecond))
 	require.NoError(t, p.Start(context.Background()))
 	t.Cleanup(func() { p.Abort(); _ = p.Wait(context.Background()) })
@@ -569,12 +574,7 @@ func TestCheckpointDrainCommitsFinal(t *testing.T) {
 	src := kafkastage.NewSource(k.opts(), ckGroup, []string{inTopic},
 		kafkastage.WithCommitOnCheckpoint(true), kafkastage.WithPartitions(0, 1, 2, 3))
 	var folded atomic.Int64
-	count := stage.KeyedAccumulator[*kafkastage.Record, string, int, *kafkastage.Record]{
-		Key:  func(r *kafkastage.Record) string { return string(r.Key) },
-		Fold: func(s *int, _ *kafkastage.Record) error { *s++; folded.Add(1); return nil },
-		Emit: func(string, int, func(*kafkastage.Record)) error { return nil },
-	}
-	p := stage.To(stage.ThenKeyedAccumulate(stage.From("in", src), "count", count),
+	p := stage.To(stage.ThenKeyedAccumulate(stage.From("in", src), "count", absorbing(&folded)),
 		"out", kafkastage.NewSink(k.opts(), outTopic), stage.WithCheckpoint(store, time.Hour))
 	require.NoError(t, p.Start(context.Background()))
 	t.Cleanup(func() { p.Abort(); _ = p.Wait(context.Background()) })
