@@ -51,13 +51,14 @@ var ErrCheckpoint = errors.New("stage: checkpoint")
 // [Resumable] drops what it wrote after its position), so that the
 // outputs are those of a run without the crash, provided the handlers
 // are deterministic: the same input gives the same outputs. A sink that
-// is not Resumable may see outputs again that it took after the last
-// checkpoint; each carries the same Origin and Seq as before, by which it
-// can drop them. Timeouts resume with the time they had left: the time
-// the pipeline was down does not count. State in a user's [Transform] is
-// not saved: keep it in a stateful stage. Dead letters are not saved
-// either: those of input taken after the last checkpoint are written
-// again after a resume, with the same Origin and Seq.
+// is not Resumable takes again the outputs it took after the last
+// checkpoint (at least once): to drop them, give outputs an identity of
+// their own, such as the input's ID or the aggregate's key (natsstage's
+// Sink drops repeats by Msg.ID). Timeouts resume with the time they had
+// left: the time the pipeline was down does not count. State in a user's
+// [Transform] is not saved: keep it in a stateful stage. Dead letters are
+// not saved either: those of input taken after the last checkpoint are
+// written again after a resume.
 //
 // A pipeline that resumes from the last checkpoint of a run that drained
 // (killed after that save, or simply run again) does not drain its stages
