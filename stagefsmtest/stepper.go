@@ -226,6 +226,11 @@ func (s *Stepper[S, E]) gate(state S) error {
 	case s.arrivals <- struct{}{}:
 		select {
 		case <-s.release:
+			// A release may race the cancellation it should lose to
+			// (select picks at random among ready cases).
+			if err := s.ctx.Err(); err != nil {
+				return err
+			}
 		case <-s.free:
 		case <-s.ctx.Done():
 			return s.ctx.Err()
